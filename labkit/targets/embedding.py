@@ -1,0 +1,6 @@
+"""Placeholder: being written."""
+from .base import Target
+
+
+class Embedded(Target):  # placeholder
+    pass

@@ -1,0 +1,10 @@
+"""Placeholder: being written."""
+from .base import Target
+
+
+class Gaussian(Target):  # placeholder
+    pass
+
+
+class GaussianMixture(Target):  # placeholder
+    pass

@@ -1,0 +1,6 @@
+"""Placeholder: being written."""
+from .base import Target
+
+
+class Product(Target):  # placeholder
+    pass
