@@ -5,10 +5,12 @@ denoisers at every noise level, samplers over sigma grids, and studies that chec
 claims against them. Everything is a denoiser ``D(x, sigma)`` in the EDM convention.
 """
 
+from . import grids, solvers
+from .solvers import SOLVERS, SampleInfo, sample
 from .targets import (Curve, Embedded, Empirical, Gaussian, GaussianMixture, Product, Sphere,
                       Target)
 
 __version__ = "0.1.0"
 
 __all__ = ["Target", "Gaussian", "GaussianMixture", "Sphere", "Embedded", "Product", "Empirical",
-           "Curve", "__version__"]
+           "Curve", "grids", "solvers", "sample", "SOLVERS", "SampleInfo", "__version__"]

@@ -1,0 +1,100 @@
+"""The solver protocol and the sampling loop shared by every solver.
+
+A solver is one step rule over a sigma grid in the EDM convention (Karras et al. 2022): the state
+``x`` is the unscaled variable ``x_hat = x0 + sigma * eps`` and the model is a denoiser
+``D(x, sigma) -> E[x0 | x]``. The probability-flow ODE is ``dx/dsigma = (x - D(x, sigma)) / sigma``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import Tensor
+
+Denoiser = Callable[[Tensor, Tensor], Tensor]
+
+
+def ode_derivative(x: Tensor, sigma: Tensor, denoised: Tensor) -> Tensor:
+    """Probability-flow ODE derivative ``dx/dsigma = (x - D(x, sigma)) / sigma``.
+
+    ``sigma`` is a 0-d tensor (one level for the whole batch); ``x`` and ``denoised`` have the
+    batch shape ``(n, ...)``.
+    """
+    return (x - denoised) / sigma
+
+
+class CountingDenoiser:
+    """Wraps a denoiser, calls it with a per-sample sigma of shape ``(n,)`` and counts calls.
+
+    Every call is one function evaluation (NFE) for the whole batch, as in k-diffusion
+    (``model(x, sigma * s_in)``).
+    """
+
+    def __init__(self, denoiser: Denoiser) -> None:
+        self.denoiser = denoiser
+        self.nfe = 0
+
+    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+        self.nfe += 1
+        out = self.denoiser(x, sigma * x.new_ones(x.shape[0]))
+        if not isinstance(out, Tensor) or out.shape != x.shape:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(f"denoiser must return a tensor of the input's shape "
+                             f"{tuple(x.shape)}, got {got}")
+        return out
+
+
+class Solver(ABC):
+    """One step rule of a sampler over a sigma grid.
+
+    Class attributes declare the properties that the tests verify: ``order`` (the global order
+    of convergence of the deterministic error, ``None`` if not defined), ``stochastic`` (whether
+    a step draws noise) and ``nfe_per_step`` (denoiser calls per step, before any lower-order
+    final step).
+
+    A solver instance is created per sampling run; multistep solvers keep their history on the
+    instance.
+    """
+
+    name: ClassVar[str]
+    order: ClassVar[float | None]
+    stochastic: ClassVar[bool] = False
+    nfe_per_step: ClassVar[int] = 1
+
+    def __init__(self, **options: Any) -> None:
+        if options:
+            raise TypeError(f"solver {self.name!r} got unknown options: {sorted(options)}")
+
+    @abstractmethod
+    def step(self, denoiser: CountingDenoiser, x: Tensor, i: int, sigmas: Tensor,
+             generator: torch.Generator | None) -> Tensor:
+        """Advance ``x`` from ``sigmas[i]`` to ``sigmas[i + 1]``."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(order={self.order}, stochastic={self.stochastic})"
+
+
+@dataclass
+class SampleInfo:
+    """What a sampling run did.
+
+    Attributes
+    ----------
+    nfe : int
+        Number of denoiser evaluations (each on the whole batch).
+    sigmas : Tensor
+        The grid that was integrated over.
+    solver : str
+        The solver's name.
+    trajectory : list of Tensor
+        ``x`` at every grid point (``trajectory[0]`` is the input) if ``record_trajectory`` was
+        set, else empty.
+    """
+
+    nfe: int
+    sigmas: Tensor
+    solver: str
+    trajectory: list[Tensor] = field(default_factory=list)

@@ -1,0 +1,97 @@
+"""``sample``: run any solver over a sigma grid."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .. import grids
+from .._checks import check_generator
+from .base import CountingDenoiser, Denoiser, SampleInfo, Solver
+from .registry import SOLVERS
+
+
+def _make_solver(solver: str | Solver, options: dict[str, Any]) -> Solver:
+    if isinstance(solver, Solver):
+        if options:
+            raise TypeError("options can only be given with a solver name, not a Solver instance")
+        return solver
+    if not isinstance(solver, str):
+        raise TypeError(f"solver must be a solver name or a Solver instance, "
+                        f"got {type(solver).__name__}")
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {solver!r}")
+    return SOLVERS[solver](**options)
+
+
+def sample(denoiser: Denoiser, x: Tensor, sigmas: Tensor, solver: str | Solver = "heun", *,
+           generator: torch.Generator | None = None, progress: bool = False,
+           callback: Callable[[dict[str, Any]], None] | None = None,
+           record_trajectory: bool = False, **options: Any) -> tuple[Tensor, SampleInfo]:
+    """Integrate from ``sigmas[0]`` to ``sigmas[-1]`` with a solver and a denoiser.
+
+    Parameters
+    ----------
+    denoiser : callable
+        ``D(x, sigma) -> E[x0 | x]`` with ``x`` of shape ``(n, ...)`` and ``sigma`` of shape
+        ``(n,)``; any labkit ``Target`` is one.
+    x : Tensor of shape ``(n, ...)``
+        Initial state at ``sigmas[0]`` (typically ``sigmas[0] * randn``). Its dtype and device
+        set those of the whole run.
+    sigmas : Tensor of shape ``(N + 1,)``
+        A valid grid (see ``labkit.grids.validate``), e.g. ``labkit.grids.karras``.
+    solver : str or Solver
+        A name from ``labkit.solvers.SOLVERS`` or a solver instance.
+    generator : torch.Generator, optional
+        Noise source for stochastic solvers.
+    progress : bool
+        Show a progress bar over steps.
+    callback : callable, optional
+        Called after each step with ``{"x", "i", "sigma", "sigma_next"}``.
+    record_trajectory : bool
+        Keep ``x`` at every grid point in ``info.trajectory``.
+    **options
+        Solver options (passed to the solver's constructor).
+
+    Returns
+    -------
+    samples : Tensor, shape of ``x``
+    info : SampleInfo
+        ``info.nfe`` is the number of denoiser evaluations.
+
+    Examples
+    --------
+    >>> import torch, labkit
+    >>> target = labkit.Gaussian(torch.zeros(2), torch.eye(2))
+    >>> sigmas = labkit.grids.karras(16, 0.002, 80.0)
+    >>> x = 80.0 * torch.randn(8, 2, dtype=torch.float64)
+    >>> samples, info = labkit.sample(target, x, sigmas, solver="heun")
+    >>> info.nfe
+    31
+    """
+    if not callable(denoiser):
+        raise TypeError(f"denoiser must be callable as denoiser(x, sigma), "
+                        f"got {type(denoiser).__name__}")
+    if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 1:
+        raise TypeError("x must be a floating torch.Tensor of shape (n, ...)")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x must be finite, got NaN or inf entries")
+    sigmas = grids.validate(sigmas).to(dtype=x.dtype, device=x.device)
+    check_generator(generator)
+    step_rule = _make_solver(solver, options)
+    model = CountingDenoiser(denoiser)
+    trajectory = [x] if record_trajectory else []
+    for i in tqdm(range(len(sigmas) - 1), disable=not progress, desc=step_rule.name):
+        x = step_rule.step(model, x, i, sigmas, generator)
+        if record_trajectory:
+            trajectory.append(x)
+        if callback is not None:
+            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_next": sigmas[i + 1]})
+    if not bool(torch.isfinite(x).all()):
+        raise FloatingPointError(f"solver {step_rule.name!r} produced NaN or inf; check the "
+                                 f"denoiser's output and the grid")
+    return x, SampleInfo(nfe=model.nfe, sigmas=sigmas, solver=step_rule.name,
+                         trajectory=trajectory)
