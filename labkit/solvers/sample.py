@@ -6,10 +6,10 @@ from typing import Any, Callable
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from .. import grids
 from .._checks import check_generator
+from ..progress import progress as progress_bar
 from .base import CountingDenoiser, Denoiser, SampleInfo, Solver
 from .registry import SOLVERS
 
@@ -84,7 +84,7 @@ def sample(denoiser: Denoiser, x: Tensor, sigmas: Tensor, solver: str | Solver =
     step_rule = _make_solver(solver, options)
     model = CountingDenoiser(denoiser)
     trajectory = [x] if record_trajectory else []
-    for i in tqdm(range(len(sigmas) - 1), disable=not progress, desc=step_rule.name):
+    for i in progress_bar(range(len(sigmas) - 1), desc=step_rule.name, enable=progress or None):
         x = step_rule.step(model, x, i, sigmas, generator)
         if record_trajectory:
             trajectory.append(x)
