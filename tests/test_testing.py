@@ -608,19 +608,20 @@ def test_assertion_arguments_are_validated(mixture, call, error, match):
 
 def test_monte_carlo_posterior_mean_z_scores_are_standard_normal():
     """The public estimator's standard error is calibrated: for a 1-D Gaussian prior the exact
-    posterior mean is known, and the RMS z-score over 400 rows is 1 within its sampling spread
-    (sd of an RMS of 400 chi-square(1) values ~ 0.035; 0.8-1.2 is > 5 sd wide)."""
+    posterior mean is known, and with independent draws per row the RMS z-score over 400 rows
+    is 1 within its sampling spread (sd of an RMS of 400 chi-square(1) values ~ 0.035; 0.8-1.2
+    is > 5 sd wide)."""
     import labkit
     from labkit.testing import monte_carlo_posterior_mean
 
     g = torch.Generator().manual_seed(5)
     prior = labkit.Gaussian(torch.tensor([0.5]), torch.tensor([[2.0]]))
     x = prior.sample_noised(400, 1.0, g)
-    est = monte_carlo_posterior_mean(prior, x, 1.0, n_mc=4000, generator=g)
+    est = monte_carlo_posterior_mean(prior, x, 1.0, n_mc=4000, independent=True, generator=g)
     exact = 0.5 + 2.0 / 3.0 * (x - 0.5)
     rms_z = float(((est.mean - exact) / est.stderr).square().mean().sqrt())
     assert 0.8 < rms_z < 1.2
-    assert float(est.ess.min()) > 100
+    assert float(est.ess.median()) > 100  # tail rows have small ESS; the bulk must not
     # Negative control: the same z-scores against a wrong posterior mean are far from 1.
     wrong = 0.5 + 0.6 * (x - 0.5)
     assert float(((est.mean - wrong) / est.stderr).square().mean().sqrt()) > 2.0

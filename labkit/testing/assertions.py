@@ -410,7 +410,8 @@ class PosteriorMeanEstimate:
 
 
 def monte_carlo_posterior_mean(target: Any, x: Tensor, sigma: float | Tensor, *,
-                               n_mc: int = 20_000, generator: torch.Generator | None = None
+                               n_mc: int = 20_000, independent: bool = False,
+                               generator: torch.Generator | None = None
                                ) -> PosteriorMeanEstimate:
     """Monte Carlo posterior mean ``E[x0 | x]`` with the prior as proposal, and its error.
 
@@ -429,7 +430,12 @@ def monte_carlo_posterior_mean(target: Any, x: Tensor, sigma: float | Tensor, *,
     sigma : float or Tensor of shape ``(n,)``
         Noise level(s), ``> 0``.
     n_mc : int
-        Number of prior samples ``M``.
+        Number of prior samples ``M`` per row.
+    independent : bool
+        ``False`` (default): all rows share one set of ``M`` prior samples (cheap; the rows'
+        errors are then correlated). ``True``: every row gets its own ``M`` samples, so the
+        rows' errors are independent — needed when statistics are pooled over rows (e.g. an
+        RMS z-score with a bootstrap interval over rows). Costs ``n * M`` prior samples.
     generator : torch.Generator, optional
         Source of the prior samples.
 
@@ -440,19 +446,26 @@ def monte_carlo_posterior_mean(target: Any, x: Tensor, sigma: float | Tensor, *,
     sample = _method(target, "sample", "target")
     x = _points(x, target)
     n_mc = check_positive_int(n_mc, "n_mc", minimum=2)
+    if not isinstance(independent, bool):
+        raise TypeError(f"independent must be a bool, got {type(independent).__name__}")
     check_generator(generator)
     s = _sigma_rows(sigma, x)
+    d = x.shape[1]
     with torch.no_grad():
-        x0 = sample(n_mc, generator, dtype=x.dtype, device=x.device)
+        if not independent:
+            shared = sample(n_mc, generator, dtype=x.dtype, device=x.device)[None]  # (1, M, d)
         mus, ses, esss = [], [], []
-        c = _chunk(n_mc * x.shape[1])
+        c = _chunk(n_mc * d)
         for i in range(0, x.shape[0], c):
             xc, sc = x[i:i + c], s[i:i + c]
-            logw = -torch.cdist(xc, x0).square() / (2.0 * sc[:, None] ** 2)  # (c, M)
+            x0 = shared if not independent else sample(
+                xc.shape[0] * n_mc, generator, dtype=x.dtype, device=x.device
+            ).reshape(xc.shape[0], n_mc, d)  # (c or 1, M, d)
+            logw = -(xc[:, None, :] - x0).square().sum(-1) / (2.0 * sc[:, None] ** 2)  # (c, M)
             w, ess = _weights_summary(logw)
-            mu = w @ x0
+            mu = torch.einsum("cm,cmd->cd", w, x0.expand(xc.shape[0], -1, -1))
             # Delta method for a ratio estimator: Var(mu) ~ sum_j w_j^2 (x0_j - mu)^2.
-            var = torch.einsum("cm,cmd->cd", w * w, (x0[None] - mu[:, None]).square())
+            var = torch.einsum("cm,cmd->cd", w * w, (x0 - mu[:, None]).square())
             mus.append(mu), ses.append(var.sqrt()), esss.append(ess)
     return PosteriorMeanEstimate(torch.cat(mus), torch.cat(ses), torch.cat(esss), x, s)
 
