@@ -1,0 +1,14 @@
+"""The teaching examples under docs/examples run and produce their figure."""
+
+import runpy
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
+
+
+def test_noised_densities_example(tmp_path, monkeypatch):
+    out = tmp_path / "densities.png"
+    monkeypatch.setattr(sys, "argv", ["noised_densities.py", str(out)])
+    runpy.run_path(str(EXAMPLES / "noised_densities.py"), run_name="__main__")
+    assert out.stat().st_size > 10_000
