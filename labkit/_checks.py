@@ -81,20 +81,25 @@ def check_sigma(sigma: Any, n: int, like: Tensor, name: str = "sigma",
                             f"got {type(sigma).__name__}") from err
     if sigma.is_complex() or sigma.dtype == torch.bool:
         raise TypeError(f"{name} must be a real tensor, got dtype {sigma.dtype}")
-    s = sigma.to(dtype=like.dtype, device=like.device)
-    if s.ndim == 2 and s.shape[1] == 1:
-        s = s[:, 0]
-    if s.ndim == 0:
-        s = s.expand(n)
-    elif s.shape != (n,):
-        raise ValueError(f"{name} must be a scalar or have shape ({n},) to match x, "
-                         f"got {tuple(sigma.shape)}")
+    s = per_row(sigma.to(dtype=like.dtype, device=like.device), n, name, "x")
     if not bool(torch.isfinite(s).all()):
         raise ValueError(f"{name} must be finite, got NaN or inf entries")
     if bool((s < 0).any()) or (positive and bool((s == 0).any())):
         bound = "> 0" if positive else ">= 0"
         raise ValueError(f"{name} must be {bound}, got minimum {float(s.min())}")
     return s
+
+
+def per_row(value: Tensor, n: int, name: str, batch: str = "x") -> Tensor:
+    """Broadcast a scalar, ``(n,)`` or ``(n, 1)`` tensor to one value per row, shape ``(n,)``."""
+    if value.ndim == 2 and value.shape[1] == 1:
+        value = value[:, 0]
+    if value.ndim == 0:
+        return value.expand(n)
+    if value.shape != (n,):
+        raise ValueError(f"{name} must be a scalar or have shape ({n},) to match {batch}, "
+                         f"got {tuple(value.shape)}")
+    return value
 
 
 def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:

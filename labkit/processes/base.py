@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from .._checks import as_float_tensor, check_sigma
+from .._checks import as_float_tensor, check_sigma, per_row
 from ._inputs import check_batch, check_real, check_same_shape, per_sample
 
 Scalar = float | Tensor
@@ -215,15 +215,8 @@ class Process(ABC):
     def _time_for(self, t: Any, x: Tensor, name: str = "t", *,
                   allow_singular: bool = False) -> Tensor:
         """``t`` as an ``(n,)`` tensor in ``x``'s dtype and device, inside the domain."""
-        n = x.shape[0]
         t = as_float_tensor(t, name, dtype=x.dtype, device=x.device)
-        if t.ndim == 2 and t.shape[1] == 1:
-            t = t[:, 0]
-        if t.ndim == 0:
-            t = t.expand(n)
-        elif t.shape != (n,):
-            raise ValueError(f"{name} must be a scalar or have shape ({n},) to match the batch, "
-                             f"got {tuple(t.shape)}")
+        t = per_row(t, x.shape[0], name, "the batch")
         return self._time(t, name, allow_singular=allow_singular)
 
     def _noise(self, sigma: Tensor) -> Tensor:

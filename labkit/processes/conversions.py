@@ -58,6 +58,20 @@ def _coefficients(kind: str, process: Process, x_t: Tensor,
     return x_t / per_sample(s, x_t), per_sample(a, x_t), per_sample(b, x_t)
 
 
+def _prepare(value: Any, name: str, kind: str, x_t: Any, t: Scalar,
+             process: str | Process) -> tuple[Tensor, Tensor, Tensor] | None:
+    """Validate a conversion's inputs; ``None`` for kind "x0" (the identity), else
+    ``(x_hat, a, b)`` with ``prediction = a x_hat + b x0``."""
+    process = get_process(process)
+    kind = _check_kind(kind, "kind")
+    x_t = check_batch(x_t, "x_t")
+    check_same_shape(value, x_t, name, "x_t")
+    if kind == "x0":
+        process._time_for(t, x_t)
+        return None
+    return _coefficients(kind, process, x_t, t)
+
+
 def prediction_from_x0(x0: Tensor, kind: str, x_t: Tensor, t: Scalar,
                        process: str | Process) -> Tensor:
     """Express a denoiser output ``D = E[x0 | x_t]`` as a prediction of another kind.
@@ -88,14 +102,10 @@ def prediction_from_x0(x0: Tensor, kind: str, x_t: Tensor, t: Scalar,
     Karras et al. (2022), arXiv:2206.00364, Eq. 3-4; Salimans, Ho (2022), "Progressive
     Distillation for Fast Sampling of Diffusion Models", arXiv:2202.00512, Sec. 4 (``v``).
     """
-    process = get_process(process)
-    kind = _check_kind(kind, "kind")
-    x_t = check_batch(x_t, "x_t")
-    x0 = check_same_shape(x0, x_t, "x0", "x_t")
-    if kind == "x0":
-        process._time_for(t, x_t)
+    coefficients = _prepare(x0, "x0", kind, x_t, t, process)
+    if coefficients is None:
         return x0
-    x_hat, a, b = _coefficients(kind, process, x_t, t)
+    x_hat, a, b = coefficients
     return a * x_hat + b * x0
 
 
@@ -119,14 +129,10 @@ def x0_from(prediction: Tensor, kind: str, x_t: Tensor, t: Scalar,
     -------
     Tensor of the shape of ``x_t``.
     """
-    process = get_process(process)
-    kind = _check_kind(kind, "kind")
-    x_t = check_batch(x_t, "x_t")
-    prediction = check_same_shape(prediction, x_t, "prediction", "x_t")
-    if kind == "x0":
-        process._time_for(t, x_t)
+    coefficients = _prepare(prediction, "prediction", kind, x_t, t, process)
+    if coefficients is None:
         return prediction
-    x_hat, a, b = _coefficients(kind, process, x_t, t)
+    x_hat, a, b = coefficients
     return (prediction - a * x_hat) / b
 
 
