@@ -5,7 +5,7 @@ denoisers at every noise level, samplers over sigma grids, and studies that chec
 claims against them. Everything is a denoiser ``D(x, sigma)`` in the EDM convention.
 """
 
-from . import grids, solvers
+from . import grids, processes, solvers
 from .solvers import SOLVERS, SampleInfo, sample
 from .targets import (Curve, Embedded, Empirical, Gaussian, GaussianMixture, Product, Sphere,
                       Target)
@@ -13,4 +13,4 @@ from .targets import (Curve, Embedded, Empirical, Gaussian, GaussianMixture, Pro
 __version__ = "0.1.0"
 
 __all__ = ["Target", "Gaussian", "GaussianMixture", "Sphere", "Embedded", "Product", "Empirical",
-           "Curve", "grids", "solvers", "sample", "SOLVERS", "SampleInfo", "__version__"]
+           "Curve", "grids", "processes", "solvers", "sample", "SOLVERS", "SampleInfo", "__version__"]

@@ -7,7 +7,7 @@ integral,
     p_sigma(x) = (1/Omega) int_a^b N(x; gamma(t), sigma^2 I) omega(t) dt,
 
 with ``omega = |gamma'|`` and ``Omega = L`` (arc length) or ``omega = 1`` and ``Omega = b - a``.
-It is computed by quadrature with a per-point error estimate; ``docs/_parts/targets_curve.md``
+It is computed by quadrature with a per-point error estimate; ``docs/targets.md`` (section Curves)
 derives the scheme and tabulates its measured errors against closed forms.
 """
 
