@@ -178,9 +178,16 @@ class Target(ABC):
 
     def _chunked(self, fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, s: Tensor) -> Tensor:
         n, c = x.shape[0], max(1, int(self.chunk_size))
+        first = fn(x[:c], s[:c])
         if n <= c:
-            return fn(x, s)
-        return torch.cat([fn(x[i:i + c], s[i:i + c]) for i in range(0, n, c)])
+            return first
+        # Write into one preallocated output (peak memory: output + one chunk, not 2x output);
+        # slice assignment is differentiable, so log_prob stays differentiable in x.
+        out = first.new_empty((n,) + first.shape[1:])
+        out[:c] = first
+        for i in range(c, n, c):
+            out[i:i + c] = fn(x[i:i + c], s[i:i + c])
+        return out
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(dim={self.dim})"
