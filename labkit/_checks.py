@@ -7,6 +7,7 @@ Every public entry point validates its inputs here, so that bad input raises a `
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 import torch
@@ -104,11 +105,12 @@ def per_row(value: Tensor, n: int, name: str, batch: str = "x") -> Tensor:
 
 def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
     """Validate an integer count ``>= minimum`` (``bool`` is rejected)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, Tensor) and value.ndim == 0 and not value.is_floating_point():
-            value = int(value)
-        else:
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if isinstance(value, bool) or isinstance(value, Tensor) and value.is_floating_point():
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    try:
+        value = operator.index(value)  # int, numpy integers, 0-d integer tensors
+    except TypeError as err:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from err
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value

@@ -28,6 +28,7 @@ from .assertions import (InsufficientSampleSizeError, MonteCarloCheck, OrderFit,
                          assert_score_matches_log_prob, assert_semigroup, assert_tweedie,
                          false_failure_bound, fit_order, monte_carlo_posterior_mean)
 from .goodness_of_fit import KSDResult, ksd_test
+from .convergence import ConvergenceOrder, convergence_order
 
 _STRATEGIES = ("gaussian_mixtures", "gaussians", "embedded_spheres", "sigmas", "sigma_grids",
                "points")
@@ -37,7 +38,8 @@ __all__ = ["assert_score_matches_log_prob", "assert_tweedie", "assert_finite",
            "assert_samples_match_score", "assert_noised_samples_match", "assert_order",
            "fit_order", "false_failure_bound", "monte_carlo_posterior_mean",
            "PosteriorMeanEstimate", "ksd_test", "KSDResult", "ToleranceCheck",
-           "MonteCarloCheck", "OrderFit", "InsufficientSampleSizeError", *_STRATEGIES]
+           "MonteCarloCheck", "OrderFit", "InsufficientSampleSizeError", "convergence_order",
+           "ConvergenceOrder", *_STRATEGIES]
 
 
 def __getattr__(name: str) -> Any:
