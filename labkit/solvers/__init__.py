@@ -5,10 +5,13 @@
 """
 
 from .base import CountingDenoiser, SampleInfo, Solver, ode_derivative
+from .dpm2 import DPM2
+from .dpmpp_2m import DPMpp2M
 from .euler import Euler
 from .heun import Heun
+from .lms import LMS
 from .registry import SOLVERS
 from .sample import sample
 
 __all__ = ["SOLVERS", "sample", "Solver", "SampleInfo", "CountingDenoiser", "ode_derivative",
-           "Euler", "Heun"]
+           "Euler", "Heun", "DPM2", "LMS", "DPMpp2M"]

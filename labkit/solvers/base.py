@@ -56,7 +56,7 @@ class Solver(ABC):
     final step).
 
     A solver instance is created per sampling run; multistep solvers keep their history on the
-    instance.
+    instance. ``order`` may be overridden per instance when it depends on an option (e.g. LMS).
     """
 
     name: ClassVar[str]

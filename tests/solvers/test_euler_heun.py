@@ -35,7 +35,7 @@ def fitted_order(errors, steps):
     return -np.polyfit(np.log(steps), np.log(errors), 1)[0]
 
 
-@pytest.mark.parametrize("name", sorted(SOLVERS))
+@pytest.mark.parametrize("name", ["euler", "heun"])  # the others: test_ode_multistep.py
 def test_declared_order(name):
     steps = np.array([16, 32, 64, 128])
     errors = [global_error(name, int(n))[0] for n in steps]
