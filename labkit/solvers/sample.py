@@ -84,7 +84,7 @@ def sample(denoiser: Denoiser, x: Tensor, sigmas: Tensor, solver: str | Solver =
     step_rule = _make_solver(solver, options)
     model = CountingDenoiser(denoiser)
     trajectory = [x] if record_trajectory else []
-    for i in progress_bar(range(len(sigmas) - 1), desc=step_rule.name, enable=progress or None):
+    for i in progress_bar(range(len(sigmas) - 1), desc=step_rule.name, enable=bool(progress)):
         x = step_rule.step(model, x, i, sigmas, generator)
         if record_trajectory:
             trajectory.append(x)

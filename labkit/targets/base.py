@@ -98,7 +98,23 @@ class Target(ABC):
     def sample_noised(self, n: int, sigma: float, generator: torch.Generator | None = None, *,
                       dtype: torch.dtype = DEFAULT_DTYPE,
                       device: torch.device | str | None = None) -> Tensor:
-        """Draw ``n`` samples of ``p_sigma``: ``x0 + sigma * eps`` with ``x0 ~ p``, ``eps ~ N(0, I)``."""
+        """Draw ``n`` samples of ``p_sigma``: ``x0 + sigma * eps`` with ``x0 ~ p``, ``eps ~ N(0, I)``.
+
+        Parameters
+        ----------
+        n : int
+            Number of samples, ``n >= 1``.
+        sigma : float or Tensor of shape ``(n,)``
+            Noise level(s), ``>= 0``.
+        generator : torch.Generator, optional
+            Source of randomness for both ``x0`` and ``eps``.
+        dtype, device : optional
+            As in ``sample``.
+
+        Returns
+        -------
+        Tensor of shape ``(n, dim)``.
+        """
         x0 = self.sample(n, generator, dtype=dtype, device=device)
         s = check_sigma(sigma, n, x0)
         eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
@@ -123,14 +139,35 @@ class Target(ABC):
         return self._chunked(self._log_prob, x, s)
 
     def score(self, x: Tensor, sigma: float | Tensor = 0.0) -> Tensor:
-        """Score ``grad_x log p_sigma(x)``, shape ``(n, dim)`` (see ``log_prob`` for arguments)."""
+        """Score ``grad_x log p_sigma(x)`` of the noised density.
+
+        Parameters
+        ----------
+        x : Tensor of shape ``(n, dim)``
+            Points; dtype and device of the result follow ``x``.
+        sigma : float or Tensor of shape ``(n,)``
+            Noise level(s), ``>= 0``; ``0`` requires ``has_density``.
+
+        Returns
+        -------
+        Tensor of shape ``(n, dim)``.
+        """
         x, s = self._validate(x, sigma, need_density=True, what="score")
         return self._chunked(self._score, x, s)
 
     def denoise(self, x: Tensor, sigma: float | Tensor) -> Tensor:
-        """Optimal denoiser ``D(x, sigma) = E[x0 | x0 + sigma * eps = x]``, shape ``(n, dim)``.
+        """Optimal denoiser ``D(x, sigma) = E[x0 | x0 + sigma * eps = x] = x + sigma^2 score``.
 
-        At ``sigma = 0`` there is no noise and ``D(x, 0) = x``.
+        Parameters
+        ----------
+        x : Tensor of shape ``(n, dim)``
+            Noisy points; dtype and device of the result follow ``x``.
+        sigma : float or Tensor of shape ``(n,)``
+            Noise level(s), ``>= 0``. At ``sigma = 0`` there is no noise and ``D(x, 0) = x``.
+
+        Returns
+        -------
+        Tensor of shape ``(n, dim)``.
         """
         x, s = self._validate(x, sigma, need_density=False, what="denoise")
         zero = s == 0
@@ -143,7 +180,10 @@ class Target(ABC):
         return out
 
     def __call__(self, x: Tensor, sigma: float | Tensor) -> Tensor:
-        """A target is a denoiser: ``target(x, sigma)`` is ``target.denoise(x, sigma)``."""
+        """A target is a denoiser: ``target(x, sigma)`` is ``target.denoise(x, sigma)``.
+
+        This is the ``Denoiser`` protocol ``D(x, sigma)`` that every sampler accepts.
+        """
         return self.denoise(x, sigma)
 
     # ------------------------------------------------------------------ hooks

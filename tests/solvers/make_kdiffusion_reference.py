@@ -1,8 +1,10 @@
 """Write ``kdiffusion_reference.json``: k-diffusion's own outputs for labkit's conformance test.
 
 Runs k-diffusion's ``sample_euler``, ``sample_heun``, ``sample_dpm_2``, ``sample_lms`` (orders
-1-4) and ``sample_dpmpp_2m`` on a closed-form denoiser (a 2-component isotropic Gaussian mixture
-in 2-D, written inline below in float64 so that no labkit code is involved on the reference
+1-4) and ``sample_dpmpp_2m``, and the stochastic ``sample_euler`` / ``sample_heun`` with EDM
+churn and ``sample_euler_ancestral`` (``STOCHASTIC``, each run right after
+``torch.manual_seed(NOISE_SEED)``) on a closed-form denoiser (a 2-component isotropic Gaussian
+mixture in 2-D, written inline below in float64 so that no labkit code is involved on the reference
 side), a seeded ``x`` and two grids: k-diffusion's own Karras grid (8 steps, ending in 0) and a
 short custom grid without a final 0 and with uneven step ratios. It records the outputs, the
 number of denoiser calls, the inputs (seed, ``x`` and grids as exact float64 values) and
@@ -41,6 +43,19 @@ VARIANCES = [0.3, 0.1]                     # isotropic component variances s_k^2
 WEIGHTS = [0.35, 0.65]
 CUSTOM_GRID = [6.0, 3.0, 2.2, 0.9, 0.5, 0.12]
 LMS_ORDERS = (1, 2, 3, 4)
+# Stochastic samplers: key -> (k-diffusion sampler, options). The window case churns only on
+# part of the grid (noise is still drawn at every step there) and hits the sqrt(2) - 1 cap.
+NOISE_SEED = 4321
+STOCHASTIC = {
+    "euler_churn": ("sample_euler", {"s_churn": 2.0}),
+    "euler_churn_window": ("sample_euler",
+                           {"s_churn": 40.0, "s_tmin": 0.3, "s_tmax": 3.0, "s_noise": 1.007}),
+    "heun_churn": ("sample_heun", {"s_churn": 2.0}),
+    "heun_churn_window": ("sample_heun",
+                          {"s_churn": 40.0, "s_tmin": 0.3, "s_tmax": 3.0, "s_noise": 1.007}),
+    "euler_ancestral": ("sample_euler_ancestral", {}),
+    "euler_ancestral_eta": ("sample_euler_ancestral", {"eta": 0.6, "s_noise": 0.9}),
+}
 
 
 def mixture_denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -137,6 +152,24 @@ def run_reference(sampling: types.ModuleType, x: torch.Tensor, sigmas: torch.Ten
     return out
 
 
+def run_stochastic_reference(sampling: types.ModuleType, x: torch.Tensor,
+                             sigmas: torch.Tensor) -> dict:
+    """k-diffusion's outputs and NFE for the stochastic samplers, noise from the global CPU RNG
+    seeded ``NOISE_SEED`` right before each run (``torch.randn_like`` in k-diffusion)."""
+    out = {}
+    for key, (fn_name, kwargs) in STOCHASTIC.items():
+        calls = []
+
+        def model(x_, sigma_):
+            calls.append(1)
+            return mixture_denoiser(x_, sigma_)
+
+        torch.manual_seed(NOISE_SEED)
+        result = getattr(sampling, fn_name)(model, x.clone(), sigmas, disable=True, **kwargs)
+        out[key] = {"x": result.tolist(), "nfe": len(calls)}
+    return out
+
+
 def main(argv: list[str]) -> None:
     path = argv[1] if len(argv) > 1 else os.environ.get("KDIFFUSION_SAMPLING")
     if not path:
@@ -151,6 +184,12 @@ def main(argv: list[str]) -> None:
         "x": data["x"].tolist(),
         "grids": {k: v.tolist() for k, v in data["grids"].items()},
         "outputs": {k: run_reference(sampling, data["x"], v) for k, v in data["grids"].items()},
+        "stochastic": {
+            "noise_seed": NOISE_SEED,
+            "samplers": {k: {"sampler": fn, "options": kw} for k, (fn, kw) in STOCHASTIC.items()},
+            "outputs": {k: run_stochastic_reference(sampling, data["x"], v)
+                        for k, v in data["grids"].items()},
+        },
     }
     FIXTURE.write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {FIXTURE} (k-diffusion {record['k_diffusion_version']})")
