@@ -73,6 +73,8 @@ def check_sigma(sigma: Any, n: int, like: Tensor, name: str = "sigma",
         if not math.isfinite(sigma) or sigma < 0 or (positive and sigma == 0):
             bound = "> 0" if positive else ">= 0"
             raise ValueError(f"{name} must be finite and {bound}, got {sigma}")
+        # Checked before the cast: a float32 cast would round 1e-50 to 0 and 1e40 to inf.
+        _check_sigma_squared(torch.tensor([float(sigma)], dtype=torch.float64), like.dtype, name)
         return torch.full((n,), float(sigma), dtype=like.dtype, device=like.device)
     if not isinstance(sigma, Tensor):
         try:
@@ -88,7 +90,46 @@ def check_sigma(sigma: Any, n: int, like: Tensor, name: str = "sigma",
     if bool((s < 0).any()) or (positive and bool((s == 0).any())):
         bound = "> 0" if positive else ">= 0"
         raise ValueError(f"{name} must be {bound}, got minimum {float(s.min())}")
+    _check_sigma_squared(s, like.dtype, name)
     return s
+
+
+def sigma_range(dtype: torch.dtype) -> tuple[float, float]:
+    """The nonzero noise levels whose square is a normal finite number of ``dtype``.
+
+    Every target divides by or multiplies with ``sigma^2``; outside ``[sqrt(tiny), sqrt(max)]``
+    (about ``[1.1e-19, 1.8e19]`` in float32, ``[1.5e-154, 1.3e154]`` in float64) that square
+    underflows to a subnormal or zero, or overflows to inf.
+    """
+    info = torch.finfo(dtype)
+    return math.sqrt(info.tiny), math.sqrt(info.max)
+
+
+def _check_sigma_squared(s: Tensor, dtype: torch.dtype, name: str) -> None:
+    """Reject nonzero ``s`` whose square is not a normal finite number in ``dtype``."""
+    info = torch.finfo(dtype)
+    sq = s.to(torch.float64).square()  # exact enough to classify; float64 is the widest dtype
+    bad = (s != 0) & ((sq < info.tiny) | (sq > info.max))
+    if bool(bad.any()):
+        lo, hi = sigma_range(dtype)
+        worst = float(s[bad][0])
+        raise ValueError(f"{name} must be 0 or have a square that is a normal finite {dtype} "
+                         f"number, i.e. {lo:.3g} <= {name} <= {hi:.3g}; got {worst:.3g}")
+
+
+def input_eps(value: Any) -> float:
+    """Machine epsilon of the precision ``value`` was given in, before any cast to float64.
+
+    Floating tensors and numpy arrays report their dtype's eps; Python numbers, integers and
+    anything else count as float64 (exactly representable or already double).
+    """
+    dtype = getattr(value, "dtype", None)
+    if isinstance(dtype, torch.dtype):
+        return torch.finfo(dtype).eps if dtype.is_floating_point else torch.finfo(DEFAULT_DTYPE).eps
+    if getattr(dtype, "kind", None) == "f":  # numpy floating array or scalar
+        import numpy as np
+        return float(np.finfo(dtype).eps)
+    return torch.finfo(DEFAULT_DTYPE).eps
 
 
 def per_row(value: Tensor, n: int, name: str, batch: str = "x") -> Tensor:

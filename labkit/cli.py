@@ -15,7 +15,7 @@ import traceback
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
-    from labkit.study import StudyRun
+    from labkit.study import Result, StudyRun
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -76,17 +76,26 @@ def _cmd_studies(args: argparse.Namespace) -> int:
     return EXIT_FAILED if any(e.study is None for e in entries) else EXIT_OK
 
 
-def _print_summary(run: "StudyRun") -> None:
+def summary_table(result: "Result") -> str:
+    """The checks of a result as the plain-text table ``labkit run`` prints.
+
+    Columns: claim id, claimed region, measured value, 95% interval, verdict, the control's
+    verdict, and whether the control came out refuted.
+    """
     from labkit.study.formatting import format_interval, format_text_table
 
-    result = run.result
     rows = [[c.claim.id, format_interval(c.claim.region), c.measured.value,
              format_interval(c.measured.interval), c.verdict, c.control.verdict,
              "yes" if c.control_ok else "NO"] for c in result.checks]
+    return format_text_table(SUMMARY_HEADER, rows)
+
+
+def _print_summary(run: "StudyRun") -> None:
+    result = run.result
     kind = "quick" if result.quick else "full"
     print(f"{result.title}  ({result.study}, {kind} config, seed {result.seed}, "
           f"{result.provenance.wall_s:.1f} s)")
-    print(format_text_table(SUMMARY_HEADER, rows))
+    print(summary_table(result))
     for check in result.checks:
         if check.note:
             print(f"WARNING {check.claim.id}: {check.note}")

@@ -68,3 +68,12 @@ def test_family_wise_combination_flags_a_single_bad_family():
         == "supported"
     p_bad = study.bonferroni_min_p([0.5] * 15 + [1e-4], n_bootstrap=100_000)
     assert verdict((0.05, 1.0), p_bad.interval) == "refuted"
+
+
+def test_readme_shows_this_quick_run(quick_run):
+    """The verdict table in the README is the one `make quick` prints (seed 0)."""
+    from labkit.cli import summary_table
+
+    run, _ = quick_run
+    readme = (STUDIES.parent / "README.md").read_text()
+    assert summary_table(run.result) in readme

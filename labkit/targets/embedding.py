@@ -17,10 +17,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._checks import DEFAULT_DTYPE, as_float_tensor, check_generator, check_positive_int
+from .._checks import (DEFAULT_DTYPE, as_float_tensor, check_generator, check_positive_int,
+                       input_eps)
 from .base import Target
 
+# max |Q^T Q - I| accepted for a float64 basis; a basis given in a lower precision gets
+# ORTHONORMAL_EPS times its own dtype's eps (float32: 1.2e-4; a float32 Householder QR of a
+# (D, k) matrix is typically orthonormal to a few eps) and is then re-orthonormalised in float64.
 ORTHONORMAL_TOL = 1e-8
+ORTHONORMAL_EPS = 1e3
 
 
 def check_orthonormal_basis(basis: Any, cols: int, rows: int | None = None,
@@ -28,8 +33,14 @@ def check_orthonormal_basis(basis: Any, cols: int, rows: int | None = None,
     """Validate a ``(rows, cols)`` matrix with orthonormal columns; return a float64 copy.
 
     ``rows=None`` accepts any number of rows ``>= cols``. Raises ``ValueError`` naming ``name``
-    when the shape differs or ``max |Q^T Q - I| > 1e-8``.
+    when the shape differs or ``max |Q^T Q - I|`` exceeds ``1e-8`` (float64 input) or ``1e3``
+    eps of the input's dtype (float32: 1.2e-4). A basis given in a lower precision than float64
+    is re-orthonormalised in float64 (QR with the signs of ``diag(R)`` made positive, so the
+    result spans the same subspace with the same orientation and stays within the tolerance of
+    the input), so that the formulas that assume ``Q^T Q = I`` hold to float64 round-off.
     """
+    eps = input_eps(basis)
+    tol = max(ORTHONORMAL_TOL, ORTHONORMAL_EPS * eps)
     q = as_float_tensor(basis, name, dtype=DEFAULT_DTYPE)
     expected = f"({'D' if rows is None else rows}, {cols})"
     if q.ndim != 2 or q.shape[1] != cols or (rows is not None and q.shape[0] != rows):
@@ -40,10 +51,20 @@ def check_orthonormal_basis(basis: Any, cols: int, rows: int | None = None,
                          f"columns, got {tuple(q.shape)}")
     gram = q.T @ q
     deviation = float((gram - torch.eye(cols, dtype=q.dtype, device=q.device)).abs().max())
-    if deviation > ORTHONORMAL_TOL:
+    if deviation > tol:
         raise ValueError(f"{name} must have orthonormal columns (Q^T Q = I within "
-                         f"{ORTHONORMAL_TOL:g}), got max |Q^T Q - I| = {deviation:.3g}")
+                         f"{tol:.3g}), got max |Q^T Q - I| = {deviation:.3g}")
+    if eps > torch.finfo(DEFAULT_DTYPE).eps:
+        return _positive_qr(q)
     return q.clone()
+
+
+def _positive_qr(a: Tensor) -> Tensor:
+    """The Q factor of ``a = QR`` with the signs of ``diag(R)`` moved into Q (unique, and Q ~ a
+    when ``a`` is nearly orthonormal)."""
+    q, r = torch.linalg.qr(a)
+    signs = torch.sign(torch.diagonal(r))
+    return q * torch.where(signs == 0, torch.ones_like(signs), signs)
 
 
 def random_orthonormal_basis(rows: int, cols: int,
@@ -60,9 +81,7 @@ def random_orthonormal_basis(rows: int, cols: int,
         raise ValueError(f"ambient_dim must be >= the subspace dimension {cols}, got {rows}")
     device = generator.device if generator is not None else None
     gaussian = torch.randn(rows, cols, generator=generator, dtype=DEFAULT_DTYPE, device=device)
-    q, r = torch.linalg.qr(gaussian)
-    signs = torch.sign(torch.diagonal(r))
-    return q * torch.where(signs == 0, torch.ones_like(signs), signs)
+    return _positive_qr(gaussian)
 
 
 class Embedded(Target):
@@ -76,7 +95,8 @@ class Embedded(Target):
     target : Target
         The distribution ``q`` on R^k (``k = target.dim``).
     basis : array_like of shape ``(D, k)``
-        Orthonormal columns spanning the subspace (``Q^T Q = I`` within 1e-8), ``D >= k``.
+        Orthonormal columns spanning the subspace (``Q^T Q = I`` within 1e-8 in float64, 1e3 eps
+        of a lower-precision input dtype, which is then re-orthonormalised), ``D >= k``.
 
     Attributes
     ----------

@@ -5,8 +5,9 @@ sigma^2 I)``, so every quantity of the Target protocol has a closed form at ever
 including singular (low-rank) ``S_k``. Each ``S_k = U_k diag(l_k) U_k^T`` is diagonalised once at
 construction; ``C_k = S_k + sigma^2 I`` then shares the eigenvectors ``U_k`` for *every* sigma, so
 one code path serves singular covariances and one noise level per row. When all rows share one
-sigma, ``log_prob`` and ``score`` take a faster route through the precision matrices ``C_k^{-1}``
-(one matrix product instead of two). See ``docs/targets.md`` (section "Gaussian and Gaussian
+sigma, the input is float64 and every ``C_k`` is well conditioned (``cond <= 1e6``), ``log_prob``
+and ``score`` take a faster route through the precision matrices ``C_k^{-1}`` (one matrix product
+instead of two); in float32 or near-singular ``C_k`` that route would cancel catastrophically. See ``docs/targets.md`` (section "Gaussian and Gaussian
 mixtures") for the derivations.
 """
 
@@ -18,7 +19,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from .._checks import DEFAULT_DTYPE, as_float_tensor, check_sigma
+from .._checks import DEFAULT_DTYPE, as_float_tensor, check_sigma, input_eps
 from .base import Target
 
 # Bytes of one (rows, K, d) float64 intermediate per chunk. Measured on a 2-core EPYC with a
@@ -27,8 +28,19 @@ from .base import Target
 _CHUNK_BYTES = 4 << 20
 # Asymmetry and negative eigenvalues up to this multiple of the largest |entry| / eigenvalue are
 # taken as round-off (the inputs are typically products like A @ A.T); larger ones are errors.
+# float64 input keeps 1e-10; input of lower precision gets _ROUNDOFF_EPS times its own eps (the
+# tolerance is set by the dtype the caller computed in, not by our float64 copy): a float32
+# product over an inner dimension n carries up to ~n eps, so this covers n up to ~1000 while an
+# asymmetry of 1e-3 (about 8000 float32 eps) is still an error.
 _SYMMETRY_RTOL = 1e-10
 _PSD_RTOL = 1e-10
+_ROUNDOFF_EPS = 1e3
+# The shared-sigma precision route forms C_k^{-1} x - C_k^{-1} m_k, whose round-off is about
+# cond(C_k) eps |C_k^{-1}| |x| against the eigen route's eps |x| / (l_j + sigma^2) per direction
+# (float32, a rank-2 cov in R^4 at sigma = 1e-4: log_prob off by 55 against 0.005). It is taken
+# only in float64 and for cond(C_k) <= 1e6, where its extra error stays below 1e6 * 1.1e-16 ~ 1e-10
+# relative; everything else (float32, near-singular C_k) takes the eigen route.
+_PRECISION_MAX_COND = 1e6
 _LOG_2PI = math.log(2 * math.pi)
 
 
@@ -58,13 +70,22 @@ def _is_shared(sigma: Tensor) -> bool:
     return sigma.numel() > 0 and bool((sigma == sigma[0]).all())
 
 
-def _full_covariances(covs: Tensor, k: int, d: int, name: str, shapes: str) -> Tensor:
-    """Expand full, diagonal, isotropic or shared covariances to symmetric ``(K, d, d)``."""
+def _roundoff_rtol(base: float, eps: float) -> float:
+    """Relative round-off tolerance for input given with machine epsilon ``eps``."""
+    return max(base, _ROUNDOFF_EPS * eps)
+
+
+def _full_covariances(covs: Tensor, k: int, d: int, name: str, shapes: str,
+                      eps: float = torch.finfo(DEFAULT_DTYPE).eps) -> Tensor:
+    """Expand full, diagonal, isotropic or shared covariances to symmetric ``(K, d, d)``.
+
+    ``eps`` is the machine epsilon of the caller's input (before its cast to float64).
+    """
     eye = torch.eye(d, dtype=covs.dtype, device=covs.device)
     if covs.shape == (k, d, d):
         asym = (covs - covs.transpose(1, 2)).abs().amax(dim=(1, 2))
         scale = covs.abs().amax(dim=(1, 2))
-        if bool((asym > _SYMMETRY_RTOL * scale).any()):
+        if bool((asym > _roundoff_rtol(_SYMMETRY_RTOL, eps) * scale).any()):
             worst = int(torch.argmax(asym / scale.clamp_min(torch.finfo(covs.dtype).tiny)))
             raise ValueError(f"{name} must be symmetric; component {worst} has "
                              f"max |S - S^T| = {float(asym[worst]):.3g}")
@@ -76,21 +97,26 @@ def _full_covariances(covs: Tensor, k: int, d: int, name: str, shapes: str) -> T
     raise ValueError(f"{name} must have shape {shapes}, got {tuple(covs.shape)}")
 
 
-def _eigendecompose(covs: Tensor, name: str) -> tuple[Tensor, Tensor]:
+def _eigendecompose(covs: Tensor, name: str,
+                    eps: float = torch.finfo(DEFAULT_DTYPE).eps) -> tuple[Tensor, Tensor]:
     """``S_k = U_k diag(l_k) U_k^T`` with ``l_k >= 0``; rejects matrices that are not PSD.
 
-    Eigenvalues below ``d * eps * max(l_k)`` (numpy's ``matrix_rank`` rule) become exact zeros,
-    so that a rank-deficient product such as ``A @ A.T`` is recognised as singular.
+    Eigenvalues below ``d * eps * max(l_k)`` (numpy's ``matrix_rank`` rule, with ``eps`` of the
+    caller's input dtype) become exact zeros, so that a rank-deficient product such as
+    ``A @ A.T`` is recognised as singular, in float32 as in float64.
     """
     eigvals, eigvecs = torch.linalg.eigh(covs)
     top = eigvals.amax(dim=1, keepdim=True).clamp_min(0)
     lowest = eigvals.amin(dim=1)
-    bad = lowest < -_PSD_RTOL * top[:, 0]
+    # Rounding the entries moves eigenvalues by up to ||E||_2 <= d eps max|S| (Weyl), so the
+    # rank tolerance below is never rejected as non-PSD.
+    rtol = max(_roundoff_rtol(_PSD_RTOL, eps), covs.shape[-1] * eps)
+    bad = lowest < -rtol * top[:, 0]
     if bool(bad.any()):
         worst = int(torch.argmax(bad.to(torch.int8)))
         raise ValueError(f"{name} must be positive semi-definite; component {worst} has "
                          f"eigenvalue {float(lowest[worst]):.3g}")
-    rank_tol = covs.shape[-1] * torch.finfo(covs.dtype).eps * top
+    rank_tol = covs.shape[-1] * max(eps, torch.finfo(covs.dtype).eps) * top
     return eigvecs, torch.where(eigvals > rank_tol, eigvals, torch.zeros_like(eigvals))
 
 
@@ -180,9 +206,10 @@ class GaussianMixture(Target):
     -----
     All rows and components are evaluated at once through ``y_k = U_k^T (x - m_k)`` (one matrix
     product with ``[U_1 ... U_K]``) and ``C_k^{-1} = U_k diag(1 / (l_k + sigma^2)) U_k^T``; when
-    all rows of a chunk share one sigma, ``log_prob`` and ``score`` use the precision matrices
-    ``[C_1^{-1} ... C_K^{-1}]`` directly (one matrix product per chunk). ``chunk_size`` is chosen
-    so that a chunk's ``(rows, K, d)`` intermediates stay near 4 MB each.
+    all rows of a chunk share one sigma, ``x`` is float64 and ``cond(C_k) <= 1e6`` for every k,
+    ``log_prob`` and ``score`` use the precision matrices ``[C_1^{-1} ... C_K^{-1}]`` directly
+    (one matrix product per chunk). ``chunk_size`` is chosen so that a chunk's ``(rows, K, d)``
+    intermediates stay near 4 MB each.
 
     References
     ----------
@@ -205,10 +232,11 @@ class GaussianMixture(Target):
             raise ValueError(f"means must have shape (K, d) with K, d >= 1, "
                              f"got {tuple(means.shape)}")
         k, d = means.shape
+        eps = input_eps(covs)
         covs = as_float_tensor(covs, "covs", dtype=DEFAULT_DTYPE, device=means.device)
         covs = _full_covariances(covs, k, d, "covs",
-                                 f"({k}, {d}, {d}), ({k}, {d}), ({k},) or a scalar")
-        eigvecs, eigvals = _eigendecompose(covs, "covs")
+                                 f"({k}, {d}, {d}), ({k}, {d}), ({k},) or a scalar", eps)
+        eigvecs, eigvals = _eigendecompose(covs, "covs", eps)
         weights = _normalised_weights(weights, k, means.device)
         labels = None if labels is None else _labels_tensor(labels, k, means.device)
         self._setup(means, covs, eigvecs, eigvals, weights, labels)
@@ -371,7 +399,7 @@ class GaussianMixture(Target):
         (precision route, one sigma for all rows) or its eigen-coordinates ``y_k / (l_k +
         sigma^2)`` (``eigen`` True: rows with different sigmas).
         """
-        if _is_shared(sigma):
+        if _is_shared(sigma) and self._precision_is_safe(float(sigma[0]), x.dtype):
             return (*self._precision_route(x, sigma[0]), False)
         y, den, logits = self._eigen_route(x, sigma)
         return logits, y / den, True
@@ -387,6 +415,14 @@ class GaussianMixture(Target):
         quad = _rowdot(y, y / den)
         logdet = den.log() @ den.new_ones(d)
         return y, den, p["log_weights"] - 0.5 * (quad + logdet + d * _LOG_2PI)
+
+    def _precision_is_safe(self, sigma: float, dtype: torch.dtype) -> bool:
+        """Whether the precision route is accurate: float64 and ``cond(C_k) <= 1e6`` for all k."""
+        if dtype != torch.float64:
+            return False
+        s2 = sigma * sigma
+        cond = (self._eigvals.amax(dim=1) + s2) / (self._eigvals.amin(dim=1) + s2)
+        return bool((cond <= _PRECISION_MAX_COND).all())
 
     def _precision_route(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
         """Logits and ``C_k^{-1}(x - m_k)`` for one shared ``sigma`` (a 0-d tensor)."""
@@ -499,12 +535,13 @@ class Gaussian(GaussianMixture):
         if mean.ndim != 1 or mean.shape[0] == 0:
             raise ValueError(f"mean must have shape (d,) with d >= 1, got {tuple(mean.shape)}")
         d = mean.shape[0]
+        eps = input_eps(cov)
         cov = as_float_tensor(cov, "cov", dtype=DEFAULT_DTYPE, device=mean.device)
         if cov.shape not in ((d, d), (d,), ()):
             raise ValueError(f"cov must have shape ({d}, {d}), ({d},) or () (a variance), "
                              f"got {tuple(cov.shape)}")
-        covs = _full_covariances(cov.reshape(1, *cov.shape), 1, d, "cov", f"({d}, {d})")
-        eigvecs, eigvals = _eigendecompose(covs, "cov")
+        covs = _full_covariances(cov.reshape(1, *cov.shape), 1, d, "cov", f"({d}, {d})", eps)
+        eigvecs, eigvals = _eigendecompose(covs, "cov", eps)
         self._setup(mean[None], covs, eigvecs, eigvals,
                     torch.ones(1, dtype=DEFAULT_DTYPE, device=mean.device), None)
 

@@ -16,8 +16,8 @@ by torch CPU tensors allocated during one call, read from the torch profiler's m
 scales with n; ``tracemalloc`` cannot see torch's ``malloc`` blocks, and on the shared reference
 machine peak RSS (``VmHWM``) varied 4x between identical runs, because the kernel reclaims and
 refaults file-backed pages and glibc keeps freed blocks. labkit's peak includes the ``(n, d)``
-output twice (``Target`` concatenates the chunk results), so the table also shows the memory
-beyond the output copies.
+output once (``Target`` writes each chunk's result into one preallocated output) plus one chunk's
+intermediates, so the table also shows the memory beyond the output.
 
 Run ``python studies/benchmarks/mixture_score.py [--quick] [--out results.json]``.
 """
@@ -76,8 +76,9 @@ def precision_matrices(mix: labkit.GaussianMixture) -> torch.Tensor:
     return prec.permute(1, 0, 2).reshape(mix.dim, K * mix.dim)
 
 
-# How many (n, d) outputs a method holds at its peak (labkit: the chunk results and their concat).
-OUTPUT_COPIES = {"labkit": 2, "labkit_denoise": 2, "baseline": 1, "matmul": 1}
+# How many (n, d) outputs a method holds at its peak (labkit: the preallocated output, which the
+# chunks are written into; one chunk's result and intermediates come on top of it).
+OUTPUT_COPIES = {"labkit": 1, "labkit_denoise": 1, "baseline": 1, "matmul": 1}
 METHODS = {
     "labkit": lambda mix, x, extra: mix.score(x, SIGMA),
     "labkit_denoise": lambda mix, x, extra: mix.denoise(x, SIGMA),

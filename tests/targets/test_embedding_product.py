@@ -273,3 +273,64 @@ def test_product_bad_input():
         Product()
     with pytest.raises(TypeError, match="factors must be labkit Targets"):
         Product(Sphere(1, 2), 3)
+
+
+# ---------------------------------------------------------------------------- float32 bases
+EPS32 = torch.finfo(torch.float32).eps
+
+
+def test_float32_basis_is_accepted_and_reorthonormalised():
+    """A float32 QR basis (max |Q^T Q - I| ~ 3.6e-7, rejected by the old 1e-8 tolerance) is
+    accepted and stored re-orthonormalised in float64, spanning the same subspace with the
+    same orientation."""
+    a = torch.randn(6, 3, generator=gen(0))  # float32
+    q32 = torch.linalg.qr(a)[0]
+    err = float((q32.double().T @ q32.double() - torch.eye(3, dtype=F64)).abs().max())
+    assert 1e-8 < err <= 1e3 * EPS32
+    emb = Embedded(Empirical(cloud(5, 3, 1)), q32)
+    q = emb.basis
+    assert q.dtype == F64
+    # Q^T Q = I to float64 round-off of a 6 x 3 QR (a few eps64; 1e-14 is ~50 eps64).
+    torch.testing.assert_close(q.T @ q, torch.eye(3, dtype=F64), rtol=0, atol=1e-14)
+    # With A = Q R and A^T A = I + E, R = I + E / 2 + O(E^2), so |Q - A| <= |E|_2 / 2 + O(E^2)
+    # <= 3 max|E| / 2 (k = 3): the tolerance 3 max|E| is a 2x margin. A sign flip would give 2.
+    assert float((q - q32.double()).abs().max()) <= 3 * err
+
+
+def test_float32_basis_gives_float64_results_within_its_rounding():
+    """``Embedded(q, Q.float())`` against ``Embedded(q, Q)``: first-order perturbation bounds.
+
+    The stored basis is ``Q' = R Q`` for a rotation with ``|R - I|_2 <= 2 |Q' - Q|_F =: 2 dq``
+    (dq ~ 2e-8 here, float32 rounding), so ``p'(x) = p(R^T x)`` gives ``|d log p| <= |score|
+    |x| 2 dq`` and ``D'(x) = R D(R^T x)`` gives ``|dD| <= 2 dq (|D| + |J| |x|)`` with the
+    denoiser Jacobian ``|J| = |Cov[x0 | x]| / sigma^2 <= (2 max|y_i|)^2 / sigma^2``. The
+    tolerances are twice these bounds.
+    """
+    q64 = random_orthonormal_basis(6, 3, gen(2))
+    points = cloud(7, 3, 3)
+    e64, e32 = Embedded(Empirical(points), q64), Embedded(Empirical(points), q64.float())
+    dq = float(torch.linalg.matrix_norm(e32.basis - q64))
+    assert 0 < dq <= 3 * 6 * EPS32
+    sigma = 0.5
+    x = e64.sample_noised(20, sigma, gen(4))
+    xn = x.norm(dim=1)
+    tol_lp = 4 * dq * e64.score(x, sigma).norm(dim=1) * xn
+    assert bool(((e32.log_prob(x, sigma) - e64.log_prob(x, sigma)).abs() <= tol_lp).all())
+    d64 = e64.denoise(x, sigma)
+    jac = (2 * float(points.norm(dim=1).max())) ** 2 / sigma ** 2
+    tol_d = 4 * dq * (d64.norm(dim=1) + jac * xn)
+    assert bool(((e32.denoise(x, sigma) - d64).norm(dim=1) <= tol_d).all())
+
+
+def test_float64_basis_is_kept_exactly():
+    q = random_orthonormal_basis(5, 2, gen(5))
+    assert torch.equal(Embedded(Empirical(cloud(3, 2, 0)), q).basis, q)
+
+
+@pytest.mark.parametrize("basis", [
+    torch.eye(3, 2) + 1e-3 * torch.ones(3, 2),  # float32, error 2e-3 >> 1e3 eps32
+    torch.eye(3, 2, dtype=F64) + 1e-7 * torch.ones(3, 2, dtype=F64),  # float64 keeps 1e-8
+])
+def test_non_orthonormal_bases_are_still_rejected(basis):
+    with pytest.raises(ValueError, match="basis must have orthonormal columns"):
+        Embedded(Empirical(cloud(3, 2, 0)), basis)

@@ -487,3 +487,163 @@ def test_mean_and_covariance_are_the_same_properties_on_both_classes():
     for target in (g, as_mixture):
         torch.testing.assert_close(target.mean, torch.tensor([1.0, -1.0], dtype=torch.float64))
         torch.testing.assert_close(target.covariance, g.cov)
+
+
+# ---------------------------------------------------------------------------- float32, singular
+EPS32 = torch.finfo(torch.float32).eps
+
+
+def low_rank_mixture(k: int, seed: int = 0) -> GaussianMixture:
+    """K rank-2 components in R^4, means away from the origin (so |x| >> |x - m_k|)."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(k, 4, 2, generator=g, dtype=F64)
+    means = 1.0 + 3.0 * torch.randn(k, 4, generator=g, dtype=F64)
+    return GaussianMixture(means, a @ a.transpose(1, 2))
+
+
+@pytest.mark.parametrize("k", [1, 2])
+@pytest.mark.parametrize("sigma", [1e-4, 1e-3, 1e-2])
+@pytest.mark.parametrize("per_row", [False, True])
+def test_float32_singular_components_at_small_sigma(k, sigma, per_row):
+    """float32 log_prob and score of rank-2 components in R^4 against float64 at the same points.
+
+    Error bound of the eigen route (first order, unit round-off u = eps / 2): ``y = U^T (x - m)``
+    carries ``|dy_j| <= (d + 2) u (|x| + M)`` (the product, the shift, the rounded U), with
+    ``M = max |m_k|``; so ``|d log p| <= |dy|_inf |v|_1 + ...`` with ``v = C^{-1} (x - m)`` and
+    ``|v|_1 <= sqrt(d) |score|``, plus ``u`` times ``|quad| <= |x - m| |score|`` and
+    ``sum_j |log(l_j + sigma^2)|``. In the eigenbasis the score has ``|dv_j| <= (d + 2) u
+    (|x| + M) / (l_j + sigma^2)`` plus ``u |v|`` from rotating back with the rounded ``U``. The
+    tolerances are these bounds with ``d`` eps in place of ``(d + 2) u`` and a factor 2 on top;
+    the eigen route stays below 0.1 of them. The old shared-sigma precision route
+    ``x C^{-1} - C^{-1} m`` (``|C^{-1}| = 1/sigma^2``) exceeds them 3x-550x (log_prob off by 100
+    at sigma = 1e-4).
+    """
+    mix = low_rank_mixture(k)
+    d, n = mix.dim, 64
+    g = torch.Generator().manual_seed(1)
+    s = sigma * (1 + torch.rand(n, generator=g, dtype=F64)) if per_row else torch.full((n,), sigma)
+    s32 = s.float()
+    x32 = (mix.sample(n, g) + s[:, None] * torch.randn(n, d, generator=g, dtype=F64)).float()
+    x64, s64 = x32.double(), s32.double()
+    arg32, arg64 = (s32, s64) if per_row else (float(s32[0]), float(s64[0]))
+    assert mix.has_density is False
+    lp32, lp64 = mix.log_prob(x32, arg32), mix.log_prob(x64, arg64)
+    sc32, sc64 = mix.score(x32, arg32), mix.score(x64, arg64)
+    assert lp32.dtype == sc32.dtype == torch.float32
+
+    xs = x64.norm(dim=1) + float(mix.means.norm(dim=1).max())
+    lam, vecs = torch.linalg.eigh(mix.covs)  # independent eigendecomposition, (K, d), (K, d, d)
+    den = lam.clamp_min(0)[None] + s64[:, None, None] ** 2  # (n, K, d)
+    log_dets = den.log().abs().sum(-1).amax(-1)
+    tol_lp = 2 * d * EPS32 * ((math.sqrt(d) + 1) * xs * sc64.norm(dim=1) + log_dets)
+    assert bool(((lp32.double() - lp64).abs() <= tol_lp).all())
+
+    # Score in the eigenbasis of each row's dominant component (the others have r_k ~ 0).
+    top = mix.responsibilities(x64, arg64).argmax(1)
+    u, den_top = vecs[top], den[torch.arange(n), top]
+    v32 = torch.einsum("nij,ni->nj", u, sc32.double())
+    v64 = torch.einsum("nij,ni->nj", u, sc64)
+    tol_v = 2 * d * EPS32 * (math.sqrt(d) * xs[:, None] / den_top
+                             + v64.norm(dim=1, keepdim=True))
+    assert bool(((v32 - v64).abs() <= tol_v).all())
+
+
+def test_precision_route_only_where_it_is_accurate():
+    """The fast precision route serves well-conditioned float64 calls and nothing else."""
+    well = make_mixture(3, k=4, d=8, kind="full")  # cond(C_k) <= ~1e3
+    assert well._precision_is_safe(0.5, F64)
+    assert not well._precision_is_safe(0.5, torch.float32)
+    singular = low_rank_mixture(2)
+    assert singular._precision_is_safe(1.0, F64)
+    assert not singular._precision_is_safe(1e-4, F64)  # cond ~ l_max / 1e-8
+
+
+def test_float64_singular_components_at_tiny_sigma_match_per_row_route():
+    """float64, sigma = 1e-6: the shared-sigma call equals the per-row (eigen) route.
+
+    Both now take the eigen route (cond = l_max / sigma^2 ~ 1e12 > 1e6); the relative error of
+    its quadratic form is ~ d eps64 |x| / sigma ~ 1e-8 of log_prob's O(1e1) size, so 1e-8
+    absolute on log_prob (values ~ 20) and 1e-9 relative on the score are 10-100x margins.
+    """
+    mix = low_rank_mixture(2)
+    g = torch.Generator().manual_seed(4)
+    x = mix.sample(32, g) + 1e-6 * torch.randn(32, 4, generator=g, dtype=F64)
+    per_row = torch.full((32,), 1e-6, dtype=F64)
+    torch.testing.assert_close(mix.log_prob(x, 1e-6), mix.log_prob(x, per_row),
+                               rtol=0, atol=1e-8)
+    assert_rows_close(mix.score(x, 1e-6), mix.score(x, per_row), 1e-9)
+
+
+# ---------------------------------------------------------------------------- float32 parameters
+def _perturbation_bounds(g64: Gaussian, delta_s: float, x: torch.Tensor, sigma: float):
+    """First-order bounds on |d log p| and |d score| for a covariance perturbation ``|dS|_2``.
+
+    ``d log det C = tr(C^{-1} dS) <= d |dS| / lambda_min(C)``, ``d quad = -v^T dS v <= |v|^2 |dS|``
+    and ``d(C^{-1} r) = -C^{-1} dS v``, ``|.| <= |dS| |v| / lambda_min(C)``; with
+    ``v = -score``. Returned doubled (0.5 of the log-det and quad terms is dropped).
+    """
+    lam_min = float(torch.linalg.eigvalsh(g64.cov).min().clamp_min(0)) + sigma ** 2
+    v = g64.score(x, sigma).norm(dim=1)
+    return ((g64.dim / lam_min + v ** 2) * delta_s,
+            2 * delta_s * v / lam_min)
+
+
+@pytest.mark.parametrize("rank", [4, 2])
+def test_float32_covariance_is_accepted_and_agrees_with_float64(rank):
+    """float32 ``(A D) A^T`` (rank 4) and ``A A^T`` (rank 2): accepted, rank kept, results close.
+
+    The old float64 tolerances (1e-10) rejected both: asymmetry ~5e-7 and eigenvalue ~-2e-8.
+    """
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(4, rank, generator=g, dtype=F64)
+    diag = torch.diag(torch.rand(rank, generator=g, dtype=F64) + 0.5)
+    cov32 = (a.float() @ diag.float()) @ a.float().T
+    cov64 = (a @ diag) @ a.T
+    g32, g64 = Gaussian(torch.ones(4), cov32), Gaussian(torch.ones(4), cov64)
+    assert g32.has_density == g64.has_density == (rank == 4)
+    torch.testing.assert_close(g32.cov, g32.cov.T, rtol=0, atol=0)  # symmetrised
+    delta_s = float(torch.linalg.matrix_norm(g32.cov - cov64, ord="fro"))
+    assert 0 < delta_s <= 4 * 4 * EPS32 * float(cov64.abs().max())  # float32-sized difference
+    sigma = 0.1
+    x = g64.sample_noised(50, sigma, torch.Generator().manual_seed(1))
+    tol_lp, tol_score = _perturbation_bounds(g64, delta_s, x, sigma)
+    assert bool(((g32.log_prob(x, sigma) - g64.log_prob(x, sigma)).abs() <= tol_lp).all())
+    assert bool(((g32.score(x, sigma) - g64.score(x, sigma)).norm(dim=1) <= tol_score).all())
+
+
+def test_float32_parameters_from_the_testing_strategy():
+    """``labkit.testing.gaussian_mixtures(covariance="low_rank", dtype=float32)`` draws singular
+    mixtures (it crashed on the float64-only tolerances) whose float32 denoiser is finite."""
+    from hypothesis import given as given_, settings
+    from labkit.testing import gaussian_mixtures
+
+    @settings(max_examples=15, deadline=None)
+    @given_(gaussian_mixtures(covariance="low_rank", dtype=torch.float32))
+    def check(mix):
+        assert not mix.has_density
+        x = mix.sample_noised(8, 0.5, torch.Generator().manual_seed(0))
+        out = mix.denoise(x.float(), 0.5)
+        assert out.dtype == torch.float32 and bool(torch.isfinite(out).all())
+
+    check()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: Gaussian(torch.zeros(2), torch.tensor([[1.0, 1e-3], [0.0, 1.0]])),
+     "cov must be symmetric"),
+    (lambda: Gaussian(torch.zeros(2), torch.tensor([[1.0, 0.0], [0.0, -1e-3]])),
+     "cov must be positive semi-definite"),
+    (lambda: GaussianMixture(torch.zeros(1, 2), torch.tensor([[[1.0, 2e-3], [0.0, 1.0]]])),
+     "covs must be symmetric"),
+    (lambda: GaussianMixture(torch.zeros(1, 2), torch.tensor([[1.0, -1e-3]])),
+     "covs must be positive semi-definite"),
+    # A float64 input keeps the float64 tolerance: 1e-7 would pass in float32, not here.
+    (lambda: Gaussian(torch.zeros(2), torch.tensor([[1.0, 1e-7], [0.0, 1.0]], dtype=F64)),
+     "cov must be symmetric"),
+    (lambda: Gaussian(torch.zeros(2), np.array([[1.0, 0.0], [0.0, -1e-7]])),
+     "cov must be positive semi-definite"),
+])
+def test_float32_tolerance_still_rejects_real_errors(make, message):
+    """float32 input (default torch dtype here) errs by >> 1e3 eps32 = 1.2e-4: still rejected."""
+    with pytest.raises(ValueError, match=message):
+        make()
