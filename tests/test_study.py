@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import stat
 import subprocess
 import textwrap
 from pathlib import Path
@@ -18,6 +20,7 @@ from labkit.study import (Check, Claim, Control, Measurement, Result, StudyProto
                           UnknownStudyError, bootstrap_interval, discover_studies, load_record,
                           load_study, mc_mean, normal_interval, regression_slope_interval,
                           resolve_studies_dir, run_study, save_figure, verdict, write_record)
+from labkit.study._files import atomic_write_text
 
 INF = math.inf
 
@@ -371,6 +374,22 @@ def test_run_study_writes_a_complete_record_and_its_figure(tmp_path):
     assert provenance["started"].endswith("+00:00") and provenance["wall_s"] >= 0
     assert set(provenance) >= {"labkit", "python", "torch", "numpy"}
     assert load_record(run.record) == run.result
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077], ids=oct)
+def test_records_get_the_usual_permissions_not_mkstemps_private_ones(tmp_path, umask):
+    # An ordinary open(path, "w") creates 0o666 & ~umask; mkstemp alone would give 0o600.
+    previous = os.umask(umask)
+    try:
+        path = tmp_path / "report.md"
+        atomic_write_text(path, "text")
+        study = load_study("toy", write_example_study(tmp_path / "studies").parent)
+        record = run_study(study, quick=True, out_dir=tmp_path / "out").record
+    finally:
+        os.umask(previous)
+    for written in (path, record):
+        assert stat.S_IMODE(written.stat().st_mode) == 0o666 & ~umask, written
 
 
 def test_a_crashing_study_leaves_no_record_and_no_temporary_files(tmp_path):

@@ -21,19 +21,19 @@ import labkit  # noqa: E402
 
 # %% [markdown]
 # ## Three targets
-# A labelled Gaussian mixture (one rank-deficient component, a segment), the unit circle S^1, and
-# a swiss-roll curve (uniform in arc length).
+# A Gaussian mixture (one rank-deficient component, a segment), a circle S^1 of radius 1.5, and
+# a swiss-roll curve (uniform in arc length), scaled to fit the [-3, 3]^2 frame.
 
 # %%
 mixture = labkit.GaussianMixture(
     means=torch.tensor([[-1.5, 0.0], [1.5, 0.5], [0.0, -1.5]]),
     covs=torch.tensor([[[0.15, 0.0], [0.0, 0.15]],
-                       [[0.30, 0.25], [0.25, 0.30]],   # rank 1: a segment along (1, 1)
+                       [[0.25, 0.25], [0.25, 0.25]],   # rank 1: a segment along (1, 1)
                        [[0.05, 0.0], [0.0, 0.40]]]),
     weights=torch.tensor([0.5, 0.3, 0.2]),
 )
 circle = labkit.Sphere(k=1, ambient_dim=2, radius=1.5)
-roll = labkit.Curve.swiss_roll()
+roll = labkit.Curve.swiss_roll(scale=0.2)   # radii 0.94 to 2.83: inside the frame
 targets = {"Gaussian mixture": mixture, "circle S^1": circle, "swiss roll": roll}
 sigmas = [0.05, 0.2, 0.5, 1.0]
 
@@ -65,6 +65,7 @@ def plot(targets, sigmas, path):
             ax.quiver(arrows[:, 0], arrows[:, 1], step[:, 0], step[:, 1], color="red",
                       angles="xy", scale_units="xy", scale=1.0, width=0.004)
             ax.set_xticks([]), ax.set_yticks([])
+            ax.set_xlim(-3.0, 3.0), ax.set_ylim(-3.0, 3.0)  # the grid; long arrows are clipped
             ax.set_aspect("equal")
             if row == 0:
                 ax.set_title(f"sigma = {sigma}")

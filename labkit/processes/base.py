@@ -92,26 +92,77 @@ class Process(ABC):
 
     # ------------------------------------------------------------------ schedule
     def s(self, t: Scalar) -> Tensor:
-        """Scaling ``s(t)`` of ``x_t = s(t) (x0 + sigma(t) eps)``; same shape as ``t``."""
+        """Scaling ``s(t)`` of ``x_t = s(t) (x0 + sigma(t) eps)``.
+
+        Parameters
+        ----------
+        t : float or Tensor of any shape
+            Times in ``[t_lower, t_singular]``; the result follows its dtype and device.
+
+        Returns
+        -------
+        Tensor of the shape of ``t``: ``s(t) >= 0`` (``1`` for VE and EDM; ``0`` at ``t_singular``).
+        """
         return self._s(self._time(t, allow_singular=True))
 
     def sigma(self, t: Scalar) -> Tensor:
-        """Noise level ``sigma(t)`` of the unscaled variable ``x_hat = x_t / s(t)``."""
+        """Noise level ``sigma(t)`` of the unscaled ``x_hat = x_t / s(t) = x0 + sigma eps``.
+
+        Parameters
+        ----------
+        t : float or Tensor of any shape
+            Times in ``[t_lower, t_singular)``; the result follows its dtype and device.
+
+        Returns
+        -------
+        Tensor of the shape of ``t``: ``sigma(t) >= 0``, increasing in ``t``.
+        """
         return self._sigma(self._time(t))
 
     def ds_dt(self, t: Scalar) -> Tensor:
-        """Time derivative of ``s`` in closed form."""
+        """Time derivative ``ds/dt`` of the scaling, in closed form.
+
+        Parameters
+        ----------
+        t : float or Tensor of any shape
+            Times in ``[t_lower, t_singular]``; the result follows its dtype and device.
+
+        Returns
+        -------
+        Tensor of the shape of ``t``: ``s'(t) <= 0`` (``0`` for VE and EDM).
+        """
         return self._ds_dt(self._time(t, allow_singular=True))
 
     def dsigma_dt(self, t: Scalar) -> Tensor:
-        """Time derivative of ``sigma`` in closed form (``inf`` where ``sigma ~ sqrt(t)``, t=0)."""
+        """Time derivative ``dsigma/dt`` of the noise level, in closed form.
+
+        Parameters
+        ----------
+        t : float or Tensor of any shape
+            Times in ``[t_lower, t_singular)``; the result follows its dtype and device.
+
+        Returns
+        -------
+        Tensor of the shape of ``t``: ``sigma'(t) >= 0``; ``inf`` at ``t = 0`` for VE, where
+        ``sigma = sqrt(t)``.
+        """
         return self._dsigma_dt(self._time(t))
 
     def t_of_sigma(self, sigma: Scalar) -> Tensor:
-        """Exact inverse of ``sigma(t)``; any finite ``sigma >= 0`` (``> 0`` for VE) is accepted.
+        """Exact inverse ``t(sigma)`` of ``sigma(t)``: ``sigma(t_of_sigma(sigma)) = sigma``.
 
         A ``sigma`` outside ``[sigma_min, sigma_max]`` is inverted analytically, giving a time
         outside ``[t_min, t_max]``.
+
+        Parameters
+        ----------
+        sigma : float or Tensor of any shape
+            Finite noise levels, ``>= 0`` (``> 0`` for VE); the result follows its dtype and
+            device.
+
+        Returns
+        -------
+        Tensor of the shape of ``sigma``: the times, in ``[t_lower, t_singular)``.
         """
         return self._t_of_sigma(self._noise(as_float_tensor(sigma, "sigma")))
 
@@ -120,14 +171,36 @@ class Process(ABC):
         return self.s(t)
 
     def sigma_vp(self, t: Scalar) -> Tensor:
-        """Noise coefficient in the VP notation: ``sigma_vp = s(t) sigma(t)``."""
+        """Noise coefficient of ``x_t = alpha x0 + sigma_vp eps`` (VP notation): ``s(t) sigma(t)``.
+
+        Parameters
+        ----------
+        t : float or Tensor of any shape
+            Times in ``[t_lower, t_singular]``; the result follows its dtype and device.
+
+        Returns
+        -------
+        Tensor of the shape of ``t``: ``sigma_vp(t) >= 0``; finite at ``t_singular``, where
+        ``s = 0`` and ``sigma = inf`` (there ``sigma_vp = 1`` for cosine and rectified flow).
+        """
         return self._sigma_vp(self._time(t, allow_singular=True))
 
     def log_snr(self, t: Scalar) -> Tensor:
         """Log signal-to-noise ratio ``lambda = log(alpha / sigma_vp) = -log sigma(t)``.
 
-        ``+inf`` where ``sigma = 0``. Kingma et al. (2021), "Variational Diffusion Models",
-        arXiv:2107.00630.
+        Parameters
+        ----------
+        t : float or Tensor of any shape
+            Times in ``[t_lower, t_singular)``; the result follows its dtype and device.
+
+        Returns
+        -------
+        Tensor of the shape of ``t``: ``lambda(t)``, decreasing in ``t``; ``+inf`` where
+        ``sigma = 0``.
+
+        References
+        ----------
+        Kingma et al. (2021), "Variational Diffusion Models", arXiv:2107.00630 (``lambda``).
         """
         return -torch.log(self.sigma(t))
 

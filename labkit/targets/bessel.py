@@ -211,9 +211,22 @@ def log_bessel_iv_scaled(nu: float, z: Tensor) -> Tensor:
 
 
 def log_bessel_iv(nu: float, z: Tensor) -> Tensor:
-    """Log Bessel function ``log I_nu(z) = log_bessel_iv_scaled(nu, z) + z + nu log z``.
+    """Log modified Bessel function ``log I_nu(z) = log_bessel_iv_scaled(nu, z) + z + nu log z``.
 
-    Same arguments as ``log_bessel_iv_scaled``; ``-inf`` at ``z = 0`` when ``nu > 0``.
+    Free of overflow: ``I_nu(z) ~ e^z / sqrt(2 pi z)`` is never formed (DLMF 10.40.1).
+
+    Parameters
+    ----------
+    nu : float
+        Order, ``0 <= nu <= 1000``.
+    z : Tensor of any shape
+        Arguments, finite and ``>= 0``; the result follows its dtype and device and is
+        differentiable (twice) in ``z``, with ``d/dz log I_nu(z) = I_(nu+1)(z) / I_nu(z) + nu / z``.
+
+    Returns
+    -------
+    Tensor of the shape of ``z``: ``log I_nu(z)``; at ``z = 0``, ``0`` for ``nu = 0`` and
+    ``-inf`` for ``nu > 0``.
     """
     nu = _check_order(nu)
     z = _check_argument(z)

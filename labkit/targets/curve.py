@@ -46,7 +46,8 @@ class QuadratureError:
     denoise : Tensor of shape ``(n,)``
         Euclidean error of ``D(x, sigma)``.
     score : Tensor of shape ``(n,)``
-        Euclidean error of the score, ``denoise / sigma^2``.
+        Euclidean error of the score ``(D - x) / sigma^2``: ``(denoise + 2 eps (|x| + |D|)) /
+        sigma^2``, the second term the rounding of the subtraction and division.
     panels : Tensor of shape ``(n,)``
         Gauss-Legendre panels per window in the returned (finer) rule.
     """
@@ -234,7 +235,8 @@ class Curve(Target):
         """Error bounds of ``log_prob``, ``denoise`` and ``score`` at ``(x, sigma)``.
 
         ``|log Z_2P - log Z_P| + eps_tail + rounding`` for ``log p`` and ``|D_2P - D_P| +
-        eps_tail L + rounding`` for ``D`` (see the class docstring).
+        eps_tail L + rounding`` for ``D`` (see the class docstring); for the score ``(D - x) /
+        sigma^2``, ``(err_D + 2 eps (|x| + |D|)) / sigma^2`` with ``eps`` of ``x``'s dtype.
 
         Parameters
         ----------
@@ -246,11 +248,20 @@ class Curve(Target):
         QuadratureError of ``(n,)`` tensors.
         """
         x, s = self._validate(x, sigma, need_density=True, what="quadrature_error")
+
+        def errors(xc: Tensor, sc: Tensor) -> Tensor:
+            _, d, err_log_z, err_d, panels = self._quadrature(xc, sc)
+            # The score is fl(fl(D - x) / fl(sigma^2)): three roundings of relative eps/2 per
+            # coordinate, so its rounding is <= 1.5 eps |D - x| (1 + O(eps)) <= 2 eps (|x| + |D|)
+            # (the 4/3 margin absorbs the O(eps) terms). At large sigma, where |D - x| ~ |x| and
+            # err_D is tiny, this term dominates.
+            round_score = 2 * torch.finfo(xc.dtype).eps * (xc.norm(dim=-1) + d.norm(dim=-1))
+            return torch.stack([err_log_z, err_d, err_d + round_score, panels], -1)
+
         with torch.no_grad():
-            out = self._chunked(lambda xc, sc: torch.stack(self._quadrature(xc, sc)[2:], -1),
-                                x, s)
+            out = self._chunked(errors, x, s)
         return QuadratureError(log_prob=out[:, 0], denoise=out[:, 1],
-                               score=out[:, 1] / s ** 2, panels=out[:, 2].round().long())
+                               score=out[:, 2] / s ** 2, panels=out[:, 3].round().long())
 
     def __repr__(self) -> str:
         a, b = self._t_range

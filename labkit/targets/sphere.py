@@ -155,6 +155,7 @@ class Sphere(Target):
 
     @property
     def device(self) -> torch.device:
+        """Device of the parameters (the embedding basis): where ``sample`` draws by default."""
         return self._embedded.device
 
     def _sample(self, n: int, generator: torch.Generator | None, like: Tensor) -> Tensor:
