@@ -54,9 +54,21 @@ def check_points(x: Any, dim: int, name: str = "x") -> Tensor:
         raise TypeError(f"{name} must be a floating tensor (float32 or float64), got {x.dtype}")
     if x.ndim != 2 or x.shape[1] != dim:
         raise ValueError(f"{name} must have shape (n, {dim}), got {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
+    if not all_finite(x):
         raise ValueError(f"{name} must be finite, got NaN or inf entries")
     return x
+
+
+_FINITE_CHECK_ROWS = 1 << 16
+
+
+def all_finite(x: Tensor) -> bool:
+    """Whether every entry of ``x`` is finite, checked in row chunks so that the temporary
+    boolean mask stays bounded (``O(chunk)``, not ``O(n)``) for huge batches."""
+    rows = max(1, _FINITE_CHECK_ROWS // max(1, x[0].numel() if x.ndim and x.shape[0] else 1))
+    if x.ndim == 0 or x.shape[0] <= rows:
+        return bool(torch.isfinite(x).all())
+    return all(bool(torch.isfinite(x[i:i + rows]).all()) for i in range(0, x.shape[0], rows))
 
 
 def check_sigma(sigma: Any, n: int, like: Tensor, name: str = "sigma",
@@ -75,7 +87,8 @@ def check_sigma(sigma: Any, n: int, like: Tensor, name: str = "sigma",
             raise ValueError(f"{name} must be finite and {bound}, got {sigma}")
         # Checked before the cast: a float32 cast would round 1e-50 to 0 and 1e40 to inf.
         _check_sigma_squared(torch.tensor([float(sigma)], dtype=torch.float64), like.dtype, name)
-        return torch.full((n,), float(sigma), dtype=like.dtype, device=like.device)
+        # A broadcast view: one stored number, not an (n,) allocation.
+        return torch.tensor(float(sigma), dtype=like.dtype, device=like.device).expand(n)
     if not isinstance(sigma, Tensor):
         try:
             sigma = torch.as_tensor(sigma, dtype=like.dtype)
