@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 from numbers import Real
 
 import torch
 from torch import Tensor
+
+from .base import Solver
 
 
 def _real(value: object, name: str, *, allow_inf: bool = False) -> float:
@@ -90,3 +93,17 @@ class Churn:
         if gamma > 0:
             x = x + eps * (sigma_hat ** 2 - sigma ** 2) ** 0.5
         return x, sigma_hat
+
+
+class ChurnedSolver(Solver):
+    """A solver with EDM's churn options (``s_churn``, ``s_tmin``, ``s_tmax``, ``s_noise``).
+
+    Subclasses call ``self.churn(x, i, sigmas, generator)`` at the start of a step to get the
+    raised state and ``sigma_hat``. The instance is stochastic only when ``s_churn > 0``.
+    """
+
+    def __init__(self, s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf,
+                 s_noise: float = 1.0, **options: Any) -> None:
+        super().__init__(**options)
+        self.churn = Churn(s_churn, s_tmin, s_tmax, s_noise)
+        self.stochastic = self.churn.active  # type: ignore[misc]  # depends on s_churn

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import torch
 from torch import Tensor
 
-from ._churn import Churn
-from .base import CountingDenoiser, Solver, ode_derivative
+from ._churn import ChurnedSolver
+from .base import CountingDenoiser, ode_derivative
 
 
-class Euler(Solver):
+class Euler(ChurnedSolver):
     """Euler's method, optionally with EDM churn (Karras et al. 2022, Algorithm 2, Euler steps).
 
     ``x_{i+1} = x_hat + (sigma_{i+1} - sigma_hat) (x_hat - D(x_hat, sigma_hat)) / sigma_hat``,
@@ -41,12 +38,6 @@ class Euler(Solver):
     name = "euler"
     order = 1.0
     nfe_per_step = 1
-
-    def __init__(self, s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf,
-                 s_noise: float = 1.0, **options: Any) -> None:
-        super().__init__(**options)
-        self.churn = Churn(s_churn, s_tmin, s_tmax, s_noise)
-        self.stochastic = self.churn.active  # type: ignore[misc]  # depends on s_churn
 
     def step(self, denoiser: CountingDenoiser, x: Tensor, i: int, sigmas: Tensor,
              generator: torch.Generator | None) -> Tensor:
