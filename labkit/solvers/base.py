@@ -14,6 +14,8 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import Tensor
 
+from .._checks import all_finite
+
 Denoiser = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -24,6 +26,17 @@ def ode_derivative(x: Tensor, sigma: Tensor, denoised: Tensor) -> Tensor:
     batch shape ``(n, ...)``.
     """
     return (x - denoised) / sigma
+
+
+def check_denoiser_and_state(denoiser: object, x: object) -> None:
+    """Validate a denoiser (callable) and a sampler state (finite floating ``(n, ...)`` tensor)."""
+    if not callable(denoiser):
+        raise TypeError(f"denoiser must be callable as denoiser(x, sigma), "
+                        f"got {type(denoiser).__name__}")
+    if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 1:
+        raise TypeError("x must be a floating torch.Tensor of shape (n, ...)")
+    if not all_finite(x):
+        raise ValueError("x must be finite, got NaN or inf entries")
 
 
 class CountingDenoiser:

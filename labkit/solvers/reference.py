@@ -12,7 +12,7 @@ from scipy import integrate
 from torch import Tensor
 
 from .._checks import as_float_tensor, check_points
-from .base import Denoiser
+from .base import Denoiser, check_denoiser_and_state
 
 
 def gaussian_flow_map(mean: Any, cov: Any, x: Tensor, sigma_from: float,
@@ -154,13 +154,7 @@ def reference_flow(denoiser: Denoiser, x: Tensor, sigma_from: float, sigma_to: f
     >>> bool((ref.x - exact).abs().max() <= ref.error_bound)
     True
     """
-    if not callable(denoiser):
-        raise TypeError(f"denoiser must be callable as denoiser(x, sigma), "
-                        f"got {type(denoiser).__name__}")
-    if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 1:
-        raise TypeError("x must be a floating torch.Tensor of shape (n, ...)")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError("x must be finite, got NaN or inf entries")
+    check_denoiser_and_state(denoiser, x)
     a = _positive_float(sigma_from, "sigma_from")
     b = _positive_float(sigma_to, "sigma_to")
     rtol, atol = _positive_float(rtol, "rtol"), _positive_float(atol, "atol")

@@ -10,7 +10,7 @@ from torch import Tensor
 from .. import grids
 from .._checks import check_generator
 from ..progress import progress as progress_bar
-from .base import CountingDenoiser, Denoiser, SampleInfo, Solver
+from .base import CountingDenoiser, Denoiser, SampleInfo, Solver, check_denoiser_and_state
 from .registry import SOLVERS
 
 
@@ -72,13 +72,7 @@ def sample(denoiser: Denoiser, x: Tensor, sigmas: Tensor, solver: str | Solver =
     >>> info.nfe
     31
     """
-    if not callable(denoiser):
-        raise TypeError(f"denoiser must be callable as denoiser(x, sigma), "
-                        f"got {type(denoiser).__name__}")
-    if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 1:
-        raise TypeError("x must be a floating torch.Tensor of shape (n, ...)")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError("x must be finite, got NaN or inf entries")
+    check_denoiser_and_state(denoiser, x)
     sigmas = grids.validate(sigmas).to(dtype=x.dtype, device=x.device)
     check_generator(generator)
     step_rule = _make_solver(solver, options)
