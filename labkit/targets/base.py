@@ -24,6 +24,24 @@ from .._checks import (DEFAULT_DTYPE, check_generator, check_points, check_posit
                        check_sigma)
 
 
+def map_rows(fn: Callable[..., Tensor], chunk: int, *rows: Tensor) -> Tensor:
+    """``fn`` applied to aligned blocks of at most ``chunk`` rows of ``rows``, stacked in order.
+
+    The results are written into one preallocated output, so peak memory is the output plus one
+    block's intermediates (not twice the output); slice assignment is differentiable, so the
+    result stays differentiable in the inputs.
+    """
+    n, c = rows[0].shape[0], max(1, int(chunk))
+    first = fn(*(r[:c] for r in rows))
+    if n <= c:
+        return first
+    out = first.new_empty((n,) + first.shape[1:])
+    out[:c] = first
+    for i in range(c, n, c):
+        out[i:i + c] = fn(*(r[i:i + c] for r in rows))
+    return out
+
+
 class Target(ABC):
     """Base class of exact targets (see the module docstring for the protocol).
 
@@ -217,17 +235,7 @@ class Target(ABC):
         return x, s
 
     def _chunked(self, fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, s: Tensor) -> Tensor:
-        n, c = x.shape[0], max(1, int(self.chunk_size))
-        first = fn(x[:c], s[:c])
-        if n <= c:
-            return first
-        # Write into one preallocated output (peak memory: output + one chunk, not 2x output);
-        # slice assignment is differentiable, so log_prob stays differentiable in x.
-        out = first.new_empty((n,) + first.shape[1:])
-        out[:c] = first
-        for i in range(c, n, c):
-            out[i:i + c] = fn(x[i:i + c], s[i:i + c])
-        return out
+        return map_rows(fn, self.chunk_size, x, s)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(dim={self.dim})"

@@ -14,13 +14,13 @@ mixtures") for the derivations.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from .._checks import DEFAULT_DTYPE, as_float_tensor, check_sigma, input_eps
-from .base import Target
+from .base import Target, map_rows
 
 # Bytes of one (rows, K, d) float64 intermediate per chunk. Measured on a 2-core EPYC with a
 # 32 MB L3 cache (K = 16, d = 2 and 64): chunks of 2-16 MB run score and denoiser up to 3x faster
@@ -42,14 +42,6 @@ _ROUNDOFF_EPS = 1e3
 # relative; everything else (float32, near-singular C_k) takes the eigen route.
 _PRECISION_MAX_COND = 1e6
 _LOG_2PI = math.log(2 * math.pi)
-
-
-def _map_rows(fn: Callable[..., Tensor], chunk: int, *rows: Tensor) -> Tensor:
-    """``fn`` applied to aligned row blocks of ``rows`` of at most ``chunk`` rows, concatenated."""
-    n = rows[0].shape[0]
-    if n <= chunk:
-        return fn(*rows)
-    return torch.cat([fn(*(r[i:i + chunk] for r in rows)) for i in range(0, n, chunk)])
 
 
 # Measured on CPU for short rows (K ~ 16, d ~ 2): torch.softmax and .sum over a short innermost
@@ -355,7 +347,7 @@ class GaussianMixture(Target):
         """
         x, s = self._validate(x, sigma, need_density=True, what="class_score")
         classes = self._check_classes(c, x.shape[0], x.device)
-        return _map_rows(self._score, self.chunk_size, x, s, classes)
+        return map_rows(self._score, self.chunk_size, x, s, classes)
 
     # ------------------------------------------------------------------ Target hooks
     def _sample(self, n: int, generator: torch.Generator | None, like: Tensor) -> Tensor:
@@ -368,7 +360,7 @@ class GaussianMixture(Target):
 
         # The gathered (rows, d, d) factors are the large intermediate here.
         rows = max(1, _CHUNK_BYTES // (8 * self.dim * self.dim))
-        return _map_rows(draw, rows, component, z)
+        return map_rows(draw, rows, component, z)
 
     def _log_prob(self, x: Tensor, sigma: Tensor) -> Tensor:
         return torch.logsumexp(self._logits(x, sigma)[0], dim=1)

@@ -58,6 +58,11 @@ STOCHASTIC = {
 }
 
 
+def load_fixture() -> dict:
+    """The stored k-diffusion outputs (``kdiffusion_reference.json``) as a dict."""
+    return json.loads(FIXTURE.read_text())
+
+
 def mixture_denoiser(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Exact ``E[x0 | x0 + sigma eps = x]`` of ``sum_k w_k N(mu_k, s_k^2 I)``, sigma per row.
 

@@ -8,26 +8,19 @@ in the script's docstring) or install ``k-diffusion`` in the environment. CI run
 tests only.
 """
 
-import importlib.util
-import json
 import os
-from pathlib import Path
 
 import pytest
 import torch
 
 import labkit
+import make_kdiffusion_reference as ref  # sibling script; pytest puts tests/solvers on sys.path
 from labkit.solvers import Euler, Heun, sample
 from labkit.solvers.dpm2 import DPM2
 from labkit.solvers.dpmpp_2m import DPMpp2M
 from labkit.solvers.lms import LMS
 
-HERE = Path(__file__).parent
-_spec = importlib.util.spec_from_file_location("make_kdiffusion_reference",
-                                               HERE / "make_kdiffusion_reference.py")
-ref = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ref)
-FIXTURE = json.loads(ref.FIXTURE.read_text())
+FIXTURE = ref.load_fixture()
 
 SOLVERS = {"euler": Euler, "heun": Heun, "dpm_2": DPM2, "dpmpp_2m": DPMpp2M,
            **{f"lms_order{q}": (lambda q=q: LMS(order=q)) for q in ref.LMS_ORDERS}}

@@ -20,6 +20,7 @@ from labkit import grids
 from labkit.solvers import sample
 from labkit.solvers._exponential import data_prediction_step
 from labkit.solvers.dpm2 import DPM2
+from labkit.solvers.dpm_solver import DPMSolver
 from labkit.solvers.dpmpp_2m import DPMpp2M
 from labkit.solvers.lms import LMS, lms_coefficients
 from labkit.solvers.reference import gaussian_flow_map
@@ -199,14 +200,19 @@ def test_lms_coefficients_agree_with_quadrature_and_are_exact(levels):
         assert abs(got - exact) <= 1e-12 * scale * max(nodes) ** degree
 
 
-@pytest.mark.parametrize("name", sorted(SOLVERS))
+# Every deterministic configuration: the registry's defaults plus the order options.
+FLOAT32_CASES = {**{n: c for n, c in labkit.SOLVERS.items() if not c.stochastic}, **SOLVERS,
+                 **{f"dpm_solver{k}": (lambda k=k: DPMSolver(order=k)) for k in (1, 2)}}
+
+
+@pytest.mark.parametrize("name", sorted(FLOAT32_CASES))
 def test_float32_agrees_with_float64(name):
     sigmas = grids.karras(24, 0.01, 20.0)
     x = 20.0 * torch.randn(16, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    out64, _ = sample(MIXTURE, x, sigmas, solver=SOLVERS[name]())
-    out32, _ = sample(MIXTURE, x.float(), sigmas, solver=SOLVERS[name]())
+    out64, _ = sample(MIXTURE, x, sigmas, solver=FLOAT32_CASES[name]())
+    out32, _ = sample(MIXTURE, x.float(), sigmas, solver=FLOAT32_CASES[name]())
     assert out32.dtype == torch.float32
-    # <= 48 evaluations, each with relative round-off ~1e-7 on values of size ~20 (the flow
+    # <= 70 evaluations, each with relative round-off ~1e-7 on values of size ~20 (the flow
     # contracts towards the data, so errors do not grow).
     torch.testing.assert_close(out32.double(), out64, rtol=0, atol=2e-4)
 

@@ -7,28 +7,21 @@ mean and covariance follow an exact matrix recursion, compared with the exact ma
 ``N(m, S + sigma_end^2 I)``. A Monte-Carlo check ties the recursion to the solvers' code.
 """
 
-import importlib.util
-import json
 import math
 import os
-from pathlib import Path
 
 import pytest
 import torch
 
 import labkit
+import make_kdiffusion_reference as ref  # sibling script; pytest puts tests/solvers on sys.path
 from labkit import grids
 from labkit.solvers import Euler, Heun, sample
 from labkit.solvers.euler_ancestral import EulerAncestral, ancestral_step
 from labkit.solvers.euler_maruyama import EulerMaruyama
 from labkit.testing import convergence_order
 
-HERE = Path(__file__).parent
-_spec = importlib.util.spec_from_file_location("make_kdiffusion_reference",
-                                               HERE / "make_kdiffusion_reference.py")
-ref = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ref)
-FIXTURE = json.loads(ref.FIXTURE.read_text())
+FIXTURE = ref.load_fixture()
 STOCH = FIXTURE["stochastic"]
 CLASSES = {"sample_euler": Euler, "sample_heun": Heun, "sample_euler_ancestral": EulerAncestral}
 # As in test_kdiffusion_conformance.py: the same float64 formulas, a few ulp per operation over
