@@ -15,6 +15,7 @@ from numbers import Real
 import torch
 from torch import Tensor
 
+from ._noise import standard_normal
 from .base import Solver
 
 
@@ -87,7 +88,7 @@ class Churn:
         in_range = self.s_tmin <= float(sigma) <= self.s_tmax
         gamma = min(self.s_churn / (len(sigmas) - 1), 2 ** 0.5 - 1) if in_range else 0.0
         # Drawn even where gamma = 0, as k-diffusion does: keeps the noise stream aligned.
-        eps = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        eps = standard_normal(x, generator)
         eps = eps * self.s_noise
         sigma_hat = sigma * (gamma + 1)
         if gamma > 0:

@@ -111,3 +111,19 @@ class SampleInfo:
     sigmas: Tensor
     solver: str
     trajectory: list[Tensor] = field(default_factory=list)
+
+
+def multistep_order(order: int, history: int, i: int, n_steps: int,
+                    lower_order_final: bool) -> int:
+    """The order a multistep solver may use at step ``i`` of ``n_steps``.
+
+    ``min(order, history + 1)`` where ``history`` is the number of consecutive previous
+    denoiser outputs kept (the warm-up), further capped by ``n_steps - i`` (the number of steps
+    left, this one included) when ``lower_order_final`` is set: the last steps of a short grid
+    then use lower orders, as diffusers' ``lower_order_final`` does, which stabilises multistep
+    solvers at very few steps. The step to ``sigma = 0`` is handled by each solver.
+    """
+    q = min(order, history + 1)
+    if lower_order_final:
+        q = min(q, n_steps - i)
+    return max(q, 1)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from ._churn import _real
+from ._noise import standard_normal
 from .base import CountingDenoiser, Solver, ode_derivative
 
 
@@ -91,6 +92,6 @@ class EulerAncestral(Solver):
         sigma_down, sigma_up = ancestral_step(sigma, sigma_next, self.eta)
         x = x + d * (sigma_down - sigma)
         if float(sigma_next) > 0 and self.eta:
-            noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+            noise = standard_normal(x, generator)
             x = x + noise * self.s_noise * sigma_up
         return x

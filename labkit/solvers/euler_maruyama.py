@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from ._churn import _real
+from ._noise import standard_normal
 from .base import CountingDenoiser, Solver, ode_derivative
 
 
@@ -69,5 +70,5 @@ class EulerMaruyama(Solver):
         if float(sigma_next) == 0 or not self.stochastic:
             return x + d * h
         x = x + d * ((1 + self.langevin) * h)
-        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        noise = standard_normal(x, generator)
         return x + noise * (2 * self.langevin * sigma * -h) ** 0.5

@@ -8,8 +8,8 @@ import torch
 from torch import Tensor
 
 from .. import grids
-from .._checks import check_generator
 from ..progress import progress as progress_bar
+from ._noise import Generators, check_generators
 from .base import CountingDenoiser, Denoiser, SampleInfo, Solver, check_denoiser_and_state
 from .registry import SOLVERS
 
@@ -28,9 +28,10 @@ def _make_solver(solver: str | Solver, options: dict[str, Any]) -> Solver:
 
 
 def sample(denoiser: Denoiser, x: Tensor, sigmas: Tensor, solver: str | Solver = "heun", *,
-           generator: torch.Generator | None = None, progress: bool = False,
+           generator: Generators = None, progress: bool = False,
            callback: Callable[[dict[str, Any]], None] | None = None,
-           record_trajectory: bool = False, **options: Any) -> tuple[Tensor, SampleInfo]:
+           record_trajectory: bool = False, denoise_to_zero: bool = False,
+           **options: Any) -> tuple[Tensor, SampleInfo]:
     """Integrate from ``sigmas[0]`` to ``sigmas[-1]`` with a solver and a denoiser.
 
     Parameters
@@ -45,14 +46,21 @@ def sample(denoiser: Denoiser, x: Tensor, sigmas: Tensor, solver: str | Solver =
         A valid grid (see ``labkit.grids.validate``), e.g. ``labkit.grids.karras``.
     solver : str or Solver
         A name from ``labkit.solvers.SOLVERS`` or a solver instance.
-    generator : torch.Generator, optional
-        Noise source for stochastic solvers.
+    generator : torch.Generator or list of torch.Generator, optional
+        Noise source for stochastic solvers: one generator for the batch, or one per sample
+        (``len(generator) == n``; sample ``j`` then depends only on ``generator[j]``). Its
+        device type must be ``x``'s.
     progress : bool
         Show a progress bar over steps.
     callback : callable, optional
         Called after each step with ``{"x", "i", "sigma", "sigma_next"}``.
     record_trajectory : bool
         Keep ``x`` at every grid point in ``info.trajectory``.
+    denoise_to_zero : bool
+        If the grid ends at ``sigma_N > 0``, finish with ``x = D(x, sigma_N)`` (one more
+        denoiser call, recorded in the trajectory and counted in ``info.nfe``), as EDM's and
+        diffusers' "denoise to zero" final step. Ignored (no extra call) when the grid already
+        ends at 0.
     **options
         Solver options (passed to the solver's constructor).
 
@@ -74,7 +82,9 @@ def sample(denoiser: Denoiser, x: Tensor, sigmas: Tensor, solver: str | Solver =
     """
     check_denoiser_and_state(denoiser, x)
     sigmas = grids.validate(sigmas).to(dtype=x.dtype, device=x.device)
-    check_generator(generator)
+    check_generators(generator, x)
+    if not isinstance(denoise_to_zero, bool):
+        raise TypeError(f"denoise_to_zero must be a bool, got {type(denoise_to_zero).__name__}")
     step_rule = _make_solver(solver, options)
     model = CountingDenoiser(denoiser)
     trajectory = [x] if record_trajectory else []
@@ -84,6 +94,10 @@ def sample(denoiser: Denoiser, x: Tensor, sigmas: Tensor, solver: str | Solver =
             trajectory.append(x)
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_next": sigmas[i + 1]})
+    if denoise_to_zero and float(sigmas[-1]) > 0:
+        x = model(x, sigmas[-1])
+        if record_trajectory:
+            trajectory.append(x)
     if not bool(torch.isfinite(x).all()):
         raise FloatingPointError(f"solver {step_rule.name!r} produced NaN or inf; check the "
                                  f"denoiser's output and the grid")
