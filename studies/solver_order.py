@@ -28,8 +28,13 @@ declared order, and the claim's source says so). LMS is declared order 2 in labk
 Euler/AB2/AB3 warm-up caps the global order (docs/solvers.md); its claim is at the published
 nominal order 4 and is expected to come out refuted: that is a finding about the published
 order in this form, not a defect of the study. The same holds for ``dpmpp_3m`` (declared 2,
-published 3; see its docstring); ``dpmpp_3m_corrected`` is labkit's own correction, not a
-published method, and is claimed at its declared order 3.
+published 3; see its docstring) and for ``deis``, ``ipndm`` and ``ipndm_v`` (declared 2: their
+lower-order warm-up, and for ``ipndm`` its fixed equal-step coefficients, cap the global order;
+see docs/solvers.md). ``dpmpp_3m_corrected``, ``lms_corrected`` and ``deis_corrected`` are
+labkit's own corrections, not published methods, and are claimed at their declared orders.
+UniPC (Zhao et al. 2023, arXiv:2302.04867) is claimed at p + 1 = 3 for its default ``order=2``
+with the UniC corrector. ``dpm_adaptive`` has no order (it is tolerance-driven) and has no
+claim here.
 
 Negative control, per claim: a planted solver that declares the claimed order but is one order
 lower. For ``p >= 2`` it is Euler in disguise (first order); for the first-order claim it is
@@ -79,6 +84,14 @@ PUBLISHED: dict[str, tuple[str, float]] = {
                  "order)", 2.0),
     "dpmpp_3m": ("Lu et al. (2022), arXiv:2211.01095, Sec. 4 (multistep DPM-Solver++(3M), "
                  "third order)", 3.0),
+    "unipc": ("Zhao et al. (2023), arXiv:2302.04867, Thm 3.1 and Cor. 3.2 (UniPC-p with UniC "
+              "has order p + 1; default p = 2, bh2: third order)", 3.0),
+    "deis": ("Zhang & Chen (2023), arXiv:2204.13902, Sec. 4 (tAB with a degree-r polynomial "
+             "through r + 1 points; labkit's default order=3 points, r = 2: third order)", 3.0),
+    "ipndm": ("Zhang & Chen (2023), arXiv:2204.13902, App. (iPNDM: fourth-order "
+              "Adams-Bashforth coefficients with lower-order warm-up; default order 4)", 4.0),
+    "ipndm_v": ("Zhou et al. (2024), arXiv:2312.00094, and ComfyUI sample_ipndm_v "
+                "(variable-step iPNDM, order 4 by default)", 4.0),
 }
 
 

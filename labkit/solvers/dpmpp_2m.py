@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ._exponential import data_prediction_step, lambda_
-from .base import CountingDenoiser, Solver
+from .base import CountingDenoiser, Solver, multistep_order
 
 
 class DPMpp2M(Solver):
@@ -27,6 +27,13 @@ class DPMpp2M(Solver):
     The history ``D_{i-1}`` lives on the instance; it is reset when a run starts (``i = 0``)
     or when steps are not consecutive.
 
+    Parameters
+    ----------
+    lower_order_final : bool
+        If set, the last step of the grid is DPM-Solver++(1) too
+        (``labkit.solvers.base.multistep_order``; as diffusers' ``lower_order_final``).
+        Default False: k-diffusion's method.
+
     References
     ----------
     Lu, Zhou, Bao, Chen, Li, Zhu, "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion
@@ -37,8 +44,12 @@ class DPMpp2M(Solver):
     order = 2.0
     nfe_per_step = 1
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, lower_order_final: bool = False, **options: Any) -> None:
         super().__init__(**options)
+        if not isinstance(lower_order_final, bool):
+            raise TypeError(f"lower_order_final must be a bool, "
+                            f"got {type(lower_order_final).__name__}")
+        self.lower_order_final = lower_order_final
         self._last: tuple[int, Tensor] | None = None   # (i, D_i) of the previous step
 
     def step(self, denoiser: CountingDenoiser, x: Tensor, i: int, sigmas: Tensor,
@@ -46,7 +57,9 @@ class DPMpp2M(Solver):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = denoiser(x, sigma)
         d_prime = denoised
-        if self._last is not None and self._last[0] == i - 1 and float(sigma_next) != 0:
+        history = int(i > 0 and self._last is not None and self._last[0] == i - 1)
+        q = multistep_order(2, history, i, len(sigmas) - 1, self.lower_order_final)
+        if q == 2 and float(sigma_next) != 0:
             # Apply 2nd order correction: linear extrapolation of D in lambda_.
             t = lambda_(sigma)
             r = (t - lambda_(sigmas[i - 1])) / (lambda_(sigma_next) - t)

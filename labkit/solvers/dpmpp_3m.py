@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ._exponential import data_prediction_update, lambda_, phi, sigma_of_lambda
-from .base import CountingDenoiser, Solver
+from .base import CountingDenoiser, Solver, multistep_order
 
 
 class DPMpp3M(Solver):
@@ -36,6 +36,13 @@ class DPMpp3M(Solver):
     The history lives on the instance and restarts at ``i = 0`` or when steps are not
     consecutive.
 
+    Parameters
+    ----------
+    lower_order_final : bool
+        If set, the order is also capped by the steps left
+        (``labkit.solvers.base.multistep_order``): the last step is DPM-Solver++(1), the one
+        before it the second-order update. Default False: k-diffusion's method.
+
     References
     ----------
     Lu, Zhou, Bao, Chen, Li, Zhu, "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion
@@ -49,8 +56,12 @@ class DPMpp3M(Solver):
     _d2_scale = 1.0              # 2.0 in the corrected variant
     _first_step_2s = False       # True in the corrected variant
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, lower_order_final: bool = False, **options: Any) -> None:
         super().__init__(**options)
+        if not isinstance(lower_order_final, bool):
+            raise TypeError(f"lower_order_final must be a bool, "
+                            f"got {type(lower_order_final).__name__}")
+        self.lower_order_final = lower_order_final
         self._history: list[tuple[int, Tensor, Tensor]] = []   # (i, h_i, D_i), newest first
 
     def step(self, denoiser: CountingDenoiser, x: Tensor, i: int, sigmas: Tensor,
@@ -67,6 +78,8 @@ class DPMpp3M(Solver):
         past = self._history
         self._history = [(i, h, denoised), *past[:1]]
         x_next = torch.exp(-h) * x + (-h).expm1().neg() * denoised
+        q = multistep_order(3, len(past), i, len(sigmas) - 1, self.lower_order_final)
+        past = past[:q - 1]
         if len(past) == 2:
             (_, h_1, den_1), (_, h_2, den_2) = past
             r0, r1 = h_1 / h, h_2 / h
@@ -78,7 +91,8 @@ class DPMpp3M(Solver):
         if len(past) == 1:
             r = past[0][1] / h
             return x_next + h * phi(2, -h) * ((denoised - past[0][2]) / r)
-        if self._first_step_2s:
+        if self._first_step_2s and multistep_order(2, 1, i, len(sigmas) - 1,
+                                                   self.lower_order_final) == 2:
             # DPM-Solver++(2S) first step: local error O(h^3) instead of O(h^2).
             s = t + h / 2
             u = data_prediction_update(x, t, s, h / 2, denoised)
