@@ -26,8 +26,11 @@ test: $(STAMP)
 report: $(STAMP)
 	$(BIN)/labkit report $(OUT)
 
+# Peers (k-diffusion, diffusers) are optional: set KDIFFUSION_SAMPLING=.../k_diffusion/sampling.py
+# and install diffusers for their columns; without them they are reported as not installed.
 bench: $(STAMP)
 	$(BIN)/python studies/benchmarks/mixture_score.py
+	$(BIN)/python studies/benchmarks/solver_overhead.py
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .hypothesis

@@ -143,7 +143,7 @@ class Config:
 
 QUICK = Config(targets=("mixture_2d",), budgets=(5, 10, 20), n=256, n_ref=64, n_floor=3,
                n_boot=1000)
-FULL = Config()
+FULL = Config(n=500)
 
 
 # ----------------------------------------------------------------------------- targets
