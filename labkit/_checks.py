@@ -176,3 +176,10 @@ def check_generator(generator: Any) -> torch.Generator | None:
         raise TypeError(f"generator must be a torch.Generator or None, "
                         f"got {type(generator).__name__}")
     return generator
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """Return ``value`` if it is a ``bool``; else raise ``TypeError`` naming ``name``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value

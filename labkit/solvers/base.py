@@ -8,6 +8,7 @@ A solver is one step rule over a sigma grid in the EDM convention (Karras et al.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -127,3 +128,36 @@ def multistep_order(order: int, history: int, i: int, n_steps: int,
     if lower_order_final:
         q = min(q, n_steps - i)
     return max(q, 1)
+
+
+class StepHistory:
+    """The last ``maxlen`` per-step values of a multistep solver, newest first.
+
+    ``start(i)`` begins step ``i``: the history is kept only if the previous step was
+    ``i - 1`` of the same run, else cleared (a new run starts at ``i = 0``, and steps out of
+    sequence cannot reuse it). ``push(value)`` then records the step's value. Iterating yields
+    the values newest first.
+    """
+
+    def __init__(self, maxlen: int) -> None:
+        self._items: deque[Tensor] = deque(maxlen=maxlen)
+        self._last_i: int | None = None
+
+    def consecutive(self, i: int) -> int:
+        """How many values step ``i`` may use (0 unless the last step was ``i - 1``)."""
+        return len(self._items) if self._last_i == i - 1 else 0
+
+    def start(self, i: int) -> None:
+        """Begin step ``i``: clear the history unless the last step was ``i - 1``."""
+        if self._last_i != i - 1:
+            self._items.clear()
+        self._last_i = i
+
+    def push(self, value: Tensor) -> None:
+        self._items.appendleft(value)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self):
+        return iter(self._items)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections import deque
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -11,7 +10,8 @@ import torch
 from torch import Tensor
 
 from ..processes import Process, get_process
-from .base import CountingDenoiser, Solver, multistep_order, ode_derivative
+from .._checks import check_bool
+from .base import CountingDenoiser, Solver, StepHistory, multistep_order, ode_derivative
 
 # Composite Gauss-Legendre rule in u = log(sigma): panels of length <= _PANEL, _POINTS nodes each.
 _PANEL = 0.5
@@ -81,12 +81,6 @@ def _check_order(order: Any, high: int) -> int:
     return int(order)
 
 
-def _check_bool(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return value
-
-
 class DEIS(Solver):
     """DEIS, the exponential-integrator multistep sampler (tAB; rhoAB with ``variable="rho"``).
 
@@ -149,10 +143,9 @@ class DEIS(Solver):
             raise ValueError(f"variable must be one of {VARIABLES}, got {variable!r}")
         self.variable = variable
         self.process = get_process(process)
-        self.lower_order_final = _check_bool(lower_order_final, "lower_order_final")
+        self.lower_order_final = check_bool(lower_order_final, "lower_order_final")
         self.order = float(min(self.deis_order, 2))  # type: ignore[misc]  # measured
-        self._eps: deque[Tensor] = deque(maxlen=self.deis_order)   # eps_i, eps_{i-1}, ...
-        self._last_i: int | None = None
+        self._eps = StepHistory(self.deis_order)   # eps_i, eps_{i-1}, ...
 
     def __repr__(self) -> str:
         return (f"DEIS(order={self.deis_order}, variable={self.variable!r}, "
@@ -163,12 +156,10 @@ class DEIS(Solver):
 
     def step(self, denoiser: CountingDenoiser, x: Tensor, i: int, sigmas: Tensor,
              generator: torch.Generator | None) -> Tensor:
-        if self._last_i != i - 1:                    # a new run, or steps out of sequence
-            self._eps.clear()
-        self._last_i = i
+        self._eps.start(i)
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = denoiser(x, sigma)
-        self._eps.appendleft(ode_derivative(x, sigma, denoised))
+        self._eps.push(ode_derivative(x, sigma, denoised))
         if float(sigma_next) == 0:
             return denoised
         q = multistep_order(self.deis_order, len(self._eps) - 1, i, len(sigmas) - 1,
@@ -218,12 +209,10 @@ class DEISCorrected(DEIS):
 
     def step(self, denoiser: CountingDenoiser, x: Tensor, i: int, sigmas: Tensor,
              generator: torch.Generator | None) -> Tensor:
-        history = len(self._eps) if self._last_i == i - 1 else 0
+        history = self._eps.consecutive(i)
         if self.deis_order <= 2 or history >= self.deis_order - 1 or float(sigmas[i + 1]) == 0:
             return super().step(denoiser, x, i, sigmas, generator)
-        if history == 0:
-            self._eps.clear()
-        self._last_i = i
+        self._eps.start(i)
         sigma, h = sigmas[i], sigmas[i + 1] - sigmas[i]
         c, a, b = _RK_WARMUP[self.deis_order - 1]
         stages: list[Tensor] = []
@@ -231,5 +220,5 @@ class DEISCorrected(DEIS):
             s = sigma + c_k * h
             y = x + h * sum(w * e for w, e in zip(a_k, stages)) if a_k else x
             stages.append(ode_derivative(y, s, denoiser(y, s)))
-        self._eps.appendleft(stages[0])
+        self._eps.push(stages[0])
         return x + h * sum(w * e for w, e in zip(b, stages))

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from ._exponential import data_prediction_step, lambda_
+from .._checks import check_bool
 from .base import CountingDenoiser, Solver, multistep_order
 
 
@@ -46,10 +47,7 @@ class DPMpp2M(Solver):
 
     def __init__(self, lower_order_final: bool = False, **options: Any) -> None:
         super().__init__(**options)
-        if not isinstance(lower_order_final, bool):
-            raise TypeError(f"lower_order_final must be a bool, "
-                            f"got {type(lower_order_final).__name__}")
-        self.lower_order_final = lower_order_final
+        self.lower_order_final = check_bool(lower_order_final, "lower_order_final")
         self._last: tuple[int, Tensor] | None = None   # (i, D_i) of the previous step
 
     def step(self, denoiser: CountingDenoiser, x: Tensor, i: int, sigmas: Tensor,

@@ -8,7 +8,35 @@ import torch
 from torch import Tensor
 
 from ._exponential import data_prediction_update, lambda_, phi, sigma_of_lambda
+from .._checks import check_bool
 from .base import CountingDenoiser, Solver, multistep_order
+
+
+def multistep_3m_terms(denoised: Tensor, past: list[tuple[int, Tensor, Tensor]], h: Tensor,
+                       h_eff: Tensor, d2_scale: float = 1.0) -> Tensor | None:
+    """The multistep terms that DPM-Solver++(3M) adds to its first-order step.
+
+    ``past`` holds up to two earlier ``(i, h_j, D_j)``, newest first. With two,
+    ``r0 = h_{i-1} / h``, ``r1 = h_{i-2} / h``, ``d1_0 = (D_i - D_{i-1}) / r0``,
+    ``d1_1 = (D_{i-1} - D_{i-2}) / r1``, ``d1 = d1_0 + (d1_0 - d1_1) r0 / (r0 + r1)``,
+    ``d2 = d2_scale (d1_0 - d1_1) / (r0 + r1)``, it returns
+    ``h_eff phi_2(-h_eff) d1 + h_eff phi_3(-h_eff) d2``; with one, the second-order term
+    ``h_eff phi_2(-h_eff) (D_i - D_{i-1}) / r``; with none, ``None``. ``h_eff = h`` for the ODE
+    and ``h (1 + eta)`` for k-diffusion's ``sample_dpmpp_3m_sde``; ``d2_scale = 2`` is the
+    correction of ``dpmpp_3m_corrected``.
+    """
+    if len(past) == 2:
+        (_, h_1, den_1), (_, h_2, den_2) = past
+        r0, r1 = h_1 / h, h_2 / h
+        d1_0 = (denoised - den_1) / r0
+        d1_1 = (den_1 - den_2) / r1
+        d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
+        d2 = d2_scale * (d1_0 - d1_1) / (r0 + r1)
+        return h_eff * phi(2, -h_eff) * d1 + h_eff * phi(3, -h_eff) * d2
+    if len(past) == 1:
+        r = past[0][1] / h
+        return h_eff * phi(2, -h_eff) * ((denoised - past[0][2]) / r)
+    return None
 
 
 class DPMpp3M(Solver):
@@ -58,10 +86,7 @@ class DPMpp3M(Solver):
 
     def __init__(self, lower_order_final: bool = False, **options: Any) -> None:
         super().__init__(**options)
-        if not isinstance(lower_order_final, bool):
-            raise TypeError(f"lower_order_final must be a bool, "
-                            f"got {type(lower_order_final).__name__}")
-        self.lower_order_final = lower_order_final
+        self.lower_order_final = check_bool(lower_order_final, "lower_order_final")
         self._history: list[tuple[int, Tensor, Tensor]] = []   # (i, h_i, D_i), newest first
 
     def step(self, denoiser: CountingDenoiser, x: Tensor, i: int, sigmas: Tensor,
@@ -79,18 +104,9 @@ class DPMpp3M(Solver):
         self._history = [(i, h, denoised), *past[:1]]
         x_next = torch.exp(-h) * x + (-h).expm1().neg() * denoised
         q = multistep_order(3, len(past), i, len(sigmas) - 1, self.lower_order_final)
-        past = past[:q - 1]
-        if len(past) == 2:
-            (_, h_1, den_1), (_, h_2, den_2) = past
-            r0, r1 = h_1 / h, h_2 / h
-            d1_0 = (denoised - den_1) / r0
-            d1_1 = (den_1 - den_2) / r1
-            d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
-            d2 = self._d2_scale * (d1_0 - d1_1) / (r0 + r1)
-            return x_next + h * phi(2, -h) * d1 + h * phi(3, -h) * d2
-        if len(past) == 1:
-            r = past[0][1] / h
-            return x_next + h * phi(2, -h) * ((denoised - past[0][2]) / r)
+        correction = multistep_3m_terms(denoised, past[:q - 1], h, h, self._d2_scale)
+        if correction is not None:
+            return x_next + correction
         if self._first_step_2s and multistep_order(2, 1, i, len(sigmas) - 1,
                                                    self.lower_order_final) == 2:
             # DPM-Solver++(2S) first step: local error O(h^3) instead of O(h^2).

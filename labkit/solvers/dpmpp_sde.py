@@ -29,7 +29,9 @@ from torch import Tensor
 from ._churn import _real
 from ._exponential import lambda_, phi, sigma_of_lambda
 from ._noise import Generators, standard_normal
+from .._checks import check_bool
 from .base import CountingDenoiser, Solver, multistep_order, ode_derivative
+from .dpmpp_3m import multistep_3m_terms
 from .euler_ancestral import ancestral_step
 
 NoiseSampler = Callable[[Tensor, Tensor], Tensor]
@@ -247,9 +249,7 @@ class DPMpp2MSDE(StochasticOptions, Solver):
         self._set_noise_options(eta, s_noise, noise_sampler)
         if solver_type not in ("midpoint", "heun"):
             raise ValueError(f"solver_type must be 'midpoint' or 'heun', got {solver_type!r}")
-        if not isinstance(lower_order_final, bool):
-            raise TypeError(f"lower_order_final must be a bool, "
-                            f"got {type(lower_order_final).__name__}")
+        check_bool(lower_order_final, "lower_order_final")
         self.solver_type = solver_type
         self.lower_order_final = lower_order_final
         self._last: tuple[int, Tensor, Tensor] | None = None   # (i, h_i, D_i)
@@ -324,10 +324,7 @@ class DPMpp3MSDE(StochasticOptions, Solver):
                  **options: Any) -> None:
         super().__init__(**options)
         self._set_noise_options(eta, s_noise, noise_sampler)
-        if not isinstance(lower_order_final, bool):
-            raise TypeError(f"lower_order_final must be a bool, "
-                            f"got {type(lower_order_final).__name__}")
-        self.lower_order_final = lower_order_final
+        self.lower_order_final = check_bool(lower_order_final, "lower_order_final")
         self._history: list[tuple[int, Tensor, Tensor]] = []   # (i, h_i, D_i), newest first
 
     def step(self, denoiser: CountingDenoiser, x: Tensor, i: int, sigmas: Tensor,
@@ -347,17 +344,9 @@ class DPMpp3MSDE(StochasticOptions, Solver):
         self._history = [(i, h, denoised), *past[:1]]
         x = torch.exp(-h_eta) * x + (-h_eta).expm1().neg() * denoised
         q = multistep_order(3, len(past), i, len(sigmas) - 1, self.lower_order_final)
-        if q == 3:
-            (_, h_1, den_1), (_, h_2, den_2) = past
-            r0, r1 = h_1 / h, h_2 / h
-            d1_0 = (denoised - den_1) / r0
-            d1_1 = (den_1 - den_2) / r1
-            d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
-            d2 = (d1_0 - d1_1) / (r0 + r1)
-            x = x + h_eta * phi(2, -h_eta) * d1 + h_eta * phi(3, -h_eta) * d2
-        elif q == 2:
-            r = past[0][1] / h
-            x = x + h_eta * phi(2, -h_eta) * ((denoised - past[0][2]) / r)
+        correction = multistep_3m_terms(denoised, past[:q - 1], h, h_eta)
+        if correction is not None:
+            x = x + correction
         if self.eta:
             noise = self._noise(x, sigma, sigma_next, generator)
             x = x + noise * sigma_next * (-2 * h * self.eta).expm1().neg().sqrt() * self.s_noise

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .base import CountingDenoiser, Solver, multistep_order, ode_derivative
-from .deis import _check_bool, _check_order
+from .base import CountingDenoiser, Solver, StepHistory, multistep_order, ode_derivative
+from .._checks import check_bool
+from .deis import _check_order
 
 # Adams-Bashforth weights for a uniform step, newest first: (1), (3, -1)/2, (23, -16, 5)/12,
 # (55, -59, 37, -9)/24.
@@ -87,10 +87,9 @@ class IPNDM(Solver):
     def __init__(self, order: int = 4, lower_order_final: bool = False, **options: Any) -> None:
         super().__init__(**options)
         self.ipndm_order = _check_order(order, 4)
-        self.lower_order_final = _check_bool(lower_order_final, "lower_order_final")
+        self.lower_order_final = check_bool(lower_order_final, "lower_order_final")
         self.order = float(min(self.ipndm_order, 2))  # type: ignore[misc]  # measured
-        self._ds: deque[Tensor] = deque(maxlen=self.ipndm_order)   # d_i, d_{i-1}, ...
-        self._last_i: int | None = None
+        self._ds = StepHistory(self.ipndm_order)   # d_i, d_{i-1}, ...
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(order={self.ipndm_order}; convergence order {self.order:g})"
@@ -100,12 +99,10 @@ class IPNDM(Solver):
 
     def step(self, denoiser: CountingDenoiser, x: Tensor, i: int, sigmas: Tensor,
              generator: torch.Generator | None) -> Tensor:
-        if self._last_i != i - 1:                    # a new run, or steps out of sequence
-            self._ds.clear()
-        self._last_i = i
+        self._ds.start(i)
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = denoiser(x, sigma)
-        self._ds.appendleft(ode_derivative(x, sigma, denoised))
+        self._ds.push(ode_derivative(x, sigma, denoised))
         if float(sigma_next) == 0:
             return denoised
         q = multistep_order(self.ipndm_order, len(self._ds) - 1, i, len(sigmas) - 1,

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._checks import check_bool
 from .base import CountingDenoiser, Solver, multistep_order, ode_derivative
 
 # Explicit Runge-Kutta tableaus (a, b, c) of order p with p stages, p = 1..4 (the fewest
@@ -106,9 +107,7 @@ class LMS(Solver):
             raise TypeError(f"order must be an int from 1 to 4, got {type(order).__name__}")
         if not 1 <= order <= 4:
             raise ValueError(f"order must be an int from 1 to 4, got {order}")
-        if not isinstance(lower_order_final, bool):
-            raise TypeError(f"lower_order_final must be a bool, "
-                            f"got {type(lower_order_final).__name__}")
+        check_bool(lower_order_final, "lower_order_final")
         self.lms_order = int(order)
         self.lower_order_final = lower_order_final
         self.order = self._convergence_order()       # type: ignore[misc]

@@ -10,6 +10,7 @@ from torch import Tensor
 from .. import grids
 from ..progress import progress as progress_bar
 from ._noise import Generators, check_generators
+from .._checks import check_bool
 from .base import CountingDenoiser, Denoiser, SampleInfo, Solver, check_denoiser_and_state
 from .registry import SOLVERS
 
@@ -83,8 +84,7 @@ def sample(denoiser: Denoiser, x: Tensor, sigmas: Tensor, solver: str | Solver =
     check_denoiser_and_state(denoiser, x)
     sigmas = grids.validate(sigmas).to(dtype=x.dtype, device=x.device)
     check_generators(generator, x)
-    if not isinstance(denoise_to_zero, bool):
-        raise TypeError(f"denoise_to_zero must be a bool, got {type(denoise_to_zero).__name__}")
+    check_bool(denoise_to_zero, "denoise_to_zero")
     step_rule = _make_solver(solver, options)
     model = CountingDenoiser(denoiser)
     trajectory = [x] if record_trajectory else []

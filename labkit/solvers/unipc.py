@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from ._exponential import _SERIES_TERMS
+from .._checks import check_bool
 from .base import CountingDenoiser, Solver, multistep_order
 
 VARIANTS = ("bh1", "bh2")
@@ -151,11 +152,8 @@ class UniPC(Solver):
             raise TypeError(f"variant must be one of {VARIANTS}, got {variant!r}")
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-        if not isinstance(corrector, bool):
-            raise TypeError(f"corrector must be a bool, got {type(corrector).__name__}")
-        if not isinstance(lower_order_final, bool):
-            raise TypeError(f"lower_order_final must be a bool, "
-                            f"got {type(lower_order_final).__name__}")
+        check_bool(corrector, "corrector")
+        check_bool(lower_order_final, "lower_order_final")
         self.solver_order = order
         self.variant = variant
         self.corrector = corrector
