@@ -124,7 +124,8 @@ class DPMpp3MCorrected(DPMpp3M):
     that the first step is DPM-Solver++(2S) (``r = 1/2``, one extra denoiser call in the run).
     The second step (``h phi_2(-h) d1`` with ``d1 = (D_i - D_{i-1}) / r0``) already has local
     error ``O(h^3)``. Order 3 (measured, ``docs/solvers.md``); one denoiser call
-    per step, two on the first step, one on the step to 0.
+    per step, two on the first step, one on the step to 0. With ``lower_order_final`` the 2S
+    first step is taken only when at least two steps remain (else one call: DDIM).
 
     Not a published algorithm: labkit's correction of ``dpmpp_3m`` (see its docstring).
     """

@@ -58,6 +58,23 @@ STOCHASTIC = {
 }
 
 
+def live_sampling():
+    """k-diffusion's sampling module for a live comparison, or skip the calling test.
+
+    From ``KDIFFUSION_SAMPLING`` (a path to ``k_diffusion/sampling.py``) if set, else from a full
+    k-diffusion install.
+    """
+    import pytest
+    path = os.environ.get("KDIFFUSION_SAMPLING")
+    if path:
+        return load_sampling(path)
+    try:
+        from k_diffusion import sampling   # a full k-diffusion install
+    except Exception:  # noqa: BLE001  (absent, or present with missing optional deps)
+        pytest.skip("k-diffusion not available: set KDIFFUSION_SAMPLING=.../sampling.py")
+    return sampling
+
+
 def load_fixture() -> dict:
     """The stored k-diffusion outputs (``kdiffusion_reference.json``) as a dict."""
     return json.loads(FIXTURE.read_text())

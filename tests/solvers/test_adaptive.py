@@ -12,7 +12,6 @@ final 0) stays below ``C rtol`` and its log-log slope against ``rtol`` is near 1
 number of denoiser calls grows as ``rtol`` shrinks.
 """
 
-import os
 
 import numpy as np
 import pytest
@@ -78,10 +77,7 @@ def test_conformance_check_detects_planted_defects():
 
 
 def test_live_against_kdiffusion():
-    path = os.environ.get("KDIFFUSION_SAMPLING")
-    if not path:
-        pytest.skip("k-diffusion not available: set KDIFFUSION_SAMPLING=.../sampling.py")
-    live = aref.run_reference(ref.load_sampling(path), _x())
+    live = aref.run_reference(ref.live_sampling(), _x())
     for key, expected in live.items():
         solver = DPMAdaptive(**aref.CASES[key])
         out, info = sample(ref.mixture_denoiser, _x(), _grid(), solver=solver)

@@ -9,7 +9,6 @@ that ties the recursion to the solvers' code.
 """
 
 import math
-import os
 
 import pytest
 import torch
@@ -120,10 +119,7 @@ def test_conformance_detects_wrong_noise():
 
 
 def test_live_against_kdiffusion():
-    path = os.environ.get("KDIFFUSION_SAMPLING")
-    if not path:
-        pytest.skip("k-diffusion not available: set KDIFFUSION_SAMPLING=.../sampling.py")
-    sampling = ref.load_sampling(path)
+    sampling = ref.live_sampling()
     data = ref.inputs(sampling)
     for grid, sigmas in data["grids"].items():
         live = sde_ref.run_sde_reference(sampling, data["x"], sigmas)

@@ -8,7 +8,6 @@ in the script's docstring) or install ``k-diffusion`` in the environment. CI run
 tests only.
 """
 
-import os
 
 import pytest
 import torch
@@ -91,19 +90,8 @@ def test_labkit_mixture_target_gives_the_same_numbers():
         torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
 
 
-def _live_sampling():
-    path = os.environ.get("KDIFFUSION_SAMPLING")
-    if path:
-        return ref.load_sampling(path)
-    try:
-        from k_diffusion import sampling   # a full k-diffusion install
-    except Exception:  # noqa: BLE001  (absent, or present with missing optional deps)
-        pytest.skip("k-diffusion not available: set KDIFFUSION_SAMPLING=.../sampling.py")
-    return sampling
-
-
 def test_live_against_kdiffusion():
-    sampling = _live_sampling()
+    sampling = ref.live_sampling()
     data = ref.inputs(sampling)
     torch.testing.assert_close(data["grids"]["karras"],
                                torch.tensor(FIXTURE["grids"]["karras"], dtype=torch.float64),

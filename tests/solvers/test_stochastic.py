@@ -8,7 +8,6 @@ mean and covariance follow an exact matrix recursion, compared with the exact ma
 """
 
 import math
-import os
 
 import pytest
 import torch
@@ -97,10 +96,7 @@ def test_conformance_detects_wrong_noise():
 
 
 def test_live_against_kdiffusion():
-    path = os.environ.get("KDIFFUSION_SAMPLING")
-    if not path:
-        pytest.skip("k-diffusion not available: set KDIFFUSION_SAMPLING=.../sampling.py")
-    sampling = ref.load_sampling(path)
+    sampling = ref.live_sampling()
     data = ref.inputs(sampling)
     for grid, sigmas in data["grids"].items():
         live = ref.run_stochastic_reference(sampling, data["x"], sigmas)
