@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from numbers import Integral
 from typing import Any
 
 import torch
@@ -144,7 +145,7 @@ class UniPC(Solver):
     def __init__(self, order: int = 2, variant: str = "bh2", corrector: bool = True,
                  lower_order_final: bool = False, **options: Any) -> None:
         super().__init__(**options)
-        if isinstance(order, bool) or not isinstance(order, int):
+        if isinstance(order, bool) or not isinstance(order, Integral):
             raise TypeError(f"order must be an int in 1..3, got {order!r}")
         if not 1 <= order <= 3:
             raise ValueError(f"order must be in 1..3, got {order}")
@@ -154,7 +155,7 @@ class UniPC(Solver):
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         check_bool(corrector, "corrector")
         check_bool(lower_order_final, "lower_order_final")
-        self.solver_order = order
+        self.solver_order = order = int(order)
         self.variant = variant
         self.corrector = corrector
         self.lower_order_final = lower_order_final
