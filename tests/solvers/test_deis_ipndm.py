@@ -30,7 +30,7 @@ from labkit.testing import assert_order
 
 SIGMA_MAX, SIGMA_MIN = 2.0, 0.05
 STEPS = [64, 128, 256, 512]
-# Measured slopes are within 0.1 of the declared order (docs/_parts/deis_ipndm.md); 0.3 leaves
+# Measured slopes are within 0.1 of the declared order (docs/solvers.md, DEIS and iPNDM section); 0.3 leaves
 # room for the O(h^3) interior terms that still add to the O(h^2) warm-up error at 64 steps, and
 # still separates neighbouring integer orders.
 ORDER_TOL = 0.3
