@@ -140,7 +140,7 @@ class StepHistory:
     """
 
     def __init__(self, maxlen: int) -> None:
-        self._items: deque[Tensor] = deque(maxlen=maxlen)
+        self._items: deque[Any] = deque(maxlen=maxlen)
         self._last_i: int | None = None
 
     def consecutive(self, i: int) -> int:
@@ -153,8 +153,11 @@ class StepHistory:
             self._items.clear()
         self._last_i = i
 
-    def push(self, value: Tensor) -> None:
+    def push(self, value: Any) -> None:
         self._items.appendleft(value)
+
+    def __getitem__(self, k: int) -> Any:
+        return self._items[k]
 
     def __len__(self) -> int:
         return len(self._items)

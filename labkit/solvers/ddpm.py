@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from ._noise import standard_normal
+from .._checks import check_choice
 from .base import CountingDenoiser, Solver
 
 VARIANCES = ("posterior", "beta")
@@ -106,12 +107,7 @@ class DDPM(Solver):
 
     def __init__(self, variance: str = "posterior", **options: Any) -> None:
         super().__init__(**options)
-        if not isinstance(variance, str):
-            raise TypeError(f"variance must be a str, one of {VARIANCES}, "
-                            f"got {type(variance).__name__}")
-        if variance not in VARIANCES:
-            raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
-        self.variance = variance
+        self.variance = check_choice(variance, "variance", VARIANCES)
 
     def step(self, denoiser: CountingDenoiser, x: Tensor, i: int, sigmas: Tensor,
              generator: torch.Generator | None) -> Tensor:

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ..processes import Process, get_process
-from .._checks import check_bool
+from .._checks import check_bool, check_choice
 from .base import CountingDenoiser, Solver, StepHistory, multistep_order, ode_derivative
 
 # Composite Gauss-Legendre rule in u = log(sigma): panels of length <= _PANEL, _POINTS nodes each.
@@ -137,11 +137,7 @@ class DEIS(Solver):
                  lower_order_final: bool = False, **options: Any) -> None:
         super().__init__(**options)
         self.deis_order = _check_order(order, 4)
-        if not isinstance(variable, str):
-            raise TypeError(f"variable must be one of {VARIABLES}, got {type(variable).__name__}")
-        if variable not in VARIABLES:
-            raise ValueError(f"variable must be one of {VARIABLES}, got {variable!r}")
-        self.variable = variable
+        self.variable = check_choice(variable, "variable", VARIABLES)
         self.process = get_process(process)
         self.lower_order_final = check_bool(lower_order_final, "lower_order_final")
         self.order = float(min(self.deis_order, 2))  # type: ignore[misc]  # measured

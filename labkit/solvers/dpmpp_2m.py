@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ._exponential import data_prediction_step, lambda_
 from .._checks import check_bool
-from .base import CountingDenoiser, Solver, multistep_order
+from .base import CountingDenoiser, Solver, StepHistory, multistep_order
 
 
 class DPMpp2M(Solver):
@@ -48,19 +48,19 @@ class DPMpp2M(Solver):
     def __init__(self, lower_order_final: bool = False, **options: Any) -> None:
         super().__init__(**options)
         self.lower_order_final = check_bool(lower_order_final, "lower_order_final")
-        self._last: tuple[int, Tensor] | None = None   # (i, D_i) of the previous step
+        self._history = StepHistory(1)   # D_{i-1}
 
     def step(self, denoiser: CountingDenoiser, x: Tensor, i: int, sigmas: Tensor,
              generator: torch.Generator | None) -> Tensor:
+        self._history.start(i)
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = denoiser(x, sigma)
         d_prime = denoised
-        history = int(i > 0 and self._last is not None and self._last[0] == i - 1)
-        q = multistep_order(2, history, i, len(sigmas) - 1, self.lower_order_final)
+        q = multistep_order(2, len(self._history), i, len(sigmas) - 1, self.lower_order_final)
         if q == 2 and float(sigma_next) != 0:
             # Apply 2nd order correction: linear extrapolation of D in lambda_.
             t = lambda_(sigma)
             r = (t - lambda_(sigmas[i - 1])) / (lambda_(sigma_next) - t)
-            d_prime = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * self._last[1]
-        self._last = (i, denoised)
+            d_prime = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * self._history[0]
+        self._history.push(denoised)
         return data_prediction_step(x, sigma, sigma_next, d_prime)

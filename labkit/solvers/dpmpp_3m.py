@@ -9,14 +9,14 @@ from torch import Tensor
 
 from ._exponential import data_prediction_update, lambda_, phi, sigma_of_lambda
 from .._checks import check_bool
-from .base import CountingDenoiser, Solver, multistep_order
+from .base import CountingDenoiser, Solver, StepHistory, multistep_order
 
 
-def multistep_3m_terms(denoised: Tensor, past: list[tuple[int, Tensor, Tensor]], h: Tensor,
+def multistep_3m_terms(denoised: Tensor, past: list[tuple[Tensor, Tensor]], h: Tensor,
                        h_eff: Tensor, d2_scale: float = 1.0) -> Tensor | None:
     """The multistep terms that DPM-Solver++(3M) adds to its first-order step.
 
-    ``past`` holds up to two earlier ``(i, h_j, D_j)``, newest first. With two,
+    ``past`` holds up to two earlier ``(h_j, D_j)``, newest first. With two,
     ``r0 = h_{i-1} / h``, ``r1 = h_{i-2} / h``, ``d1_0 = (D_i - D_{i-1}) / r0``,
     ``d1_1 = (D_{i-1} - D_{i-2}) / r1``, ``d1 = d1_0 + (d1_0 - d1_1) r0 / (r0 + r1)``,
     ``d2 = d2_scale (d1_0 - d1_1) / (r0 + r1)``, it returns
@@ -26,7 +26,7 @@ def multistep_3m_terms(denoised: Tensor, past: list[tuple[int, Tensor, Tensor]],
     correction of ``dpmpp_3m_corrected``.
     """
     if len(past) == 2:
-        (_, h_1, den_1), (_, h_2, den_2) = past
+        (h_1, den_1), (h_2, den_2) = past
         r0, r1 = h_1 / h, h_2 / h
         d1_0 = (denoised - den_1) / r0
         d1_1 = (den_1 - den_2) / r1
@@ -34,8 +34,8 @@ def multistep_3m_terms(denoised: Tensor, past: list[tuple[int, Tensor, Tensor]],
         d2 = d2_scale * (d1_0 - d1_1) / (r0 + r1)
         return h_eff * phi(2, -h_eff) * d1 + h_eff * phi(3, -h_eff) * d2
     if len(past) == 1:
-        r = past[0][1] / h
-        return h_eff * phi(2, -h_eff) * ((denoised - past[0][2]) / r)
+        h_1, den_1 = past[0]
+        return h_eff * phi(2, -h_eff) * ((denoised - den_1) / (h_1 / h))
     return None
 
 
@@ -87,12 +87,11 @@ class DPMpp3M(Solver):
     def __init__(self, lower_order_final: bool = False, **options: Any) -> None:
         super().__init__(**options)
         self.lower_order_final = check_bool(lower_order_final, "lower_order_final")
-        self._history: list[tuple[int, Tensor, Tensor]] = []   # (i, h_i, D_i), newest first
+        self._history = StepHistory(2)   # (h_j, D_j) of the last steps, newest first
 
     def step(self, denoiser: CountingDenoiser, x: Tensor, i: int, sigmas: Tensor,
              generator: torch.Generator | None) -> Tensor:
-        if i == 0 or not self._history or self._history[0][0] != i - 1:
-            self._history = []
+        self._history.start(i)
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = denoiser(x, sigma)
         if float(sigma_next) == 0:
@@ -100,8 +99,8 @@ class DPMpp3M(Solver):
             return denoised
         t, t_next = lambda_(sigma), lambda_(sigma_next)
         h = t_next - t
-        past = self._history
-        self._history = [(i, h, denoised), *past[:1]]
+        past = list(self._history)
+        self._history.push((h, denoised))
         x_next = torch.exp(-h) * x + (-h).expm1().neg() * denoised
         q = multistep_order(3, len(past), i, len(sigmas) - 1, self.lower_order_final)
         correction = multistep_3m_terms(denoised, past[:q - 1], h, h, self._d2_scale)

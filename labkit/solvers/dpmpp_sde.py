@@ -29,8 +29,8 @@ from torch import Tensor
 from ._churn import _real
 from ._exponential import lambda_, phi, sigma_of_lambda
 from ._noise import Generators, standard_normal
-from .._checks import check_bool
-from .base import CountingDenoiser, Solver, multistep_order, ode_derivative
+from .._checks import check_bool, check_choice
+from .base import CountingDenoiser, Solver, StepHistory, multistep_order, ode_derivative
 from .dpmpp_3m import multistep_3m_terms
 from .euler_ancestral import ancestral_step
 
@@ -247,36 +247,35 @@ class DPMpp2MSDE(StochasticOptions, Solver):
                  lower_order_final: bool = False, **options: Any) -> None:
         super().__init__(**options)
         self._set_noise_options(eta, s_noise, noise_sampler)
-        if solver_type not in ("midpoint", "heun"):
-            raise ValueError(f"solver_type must be 'midpoint' or 'heun', got {solver_type!r}")
+        check_choice(solver_type, "solver_type", ("midpoint", "heun"))
         check_bool(lower_order_final, "lower_order_final")
         self.solver_type = solver_type
         self.lower_order_final = lower_order_final
-        self._last: tuple[int, Tensor, Tensor] | None = None   # (i, h_i, D_i)
+        self._history = StepHistory(1)   # (h_{i-1}, D_{i-1})
 
     def step(self, denoiser: CountingDenoiser, x: Tensor, i: int, sigmas: Tensor,
              generator: torch.Generator | None) -> Tensor:
-        if i == 0 or self._last is None or self._last[0] != i - 1:
-            self._last = None
+        self._history.start(i)
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = denoiser(x, sigma)
         if float(sigma_next) == 0:
             # Denoising step.
-            self._last = None
             return denoised
         t, s = lambda_(sigma), lambda_(sigma_next)
         h = s - t
         eta_h = self.eta * h
-        past, self._last = self._last, (i, h, denoised)
+        past = list(self._history)
+        self._history.push((h, denoised))
         x = sigma_next / sigma * (-eta_h).exp() * x + (-h - eta_h).expm1().neg() * denoised
-        q = multistep_order(2, int(past is not None), i, len(sigmas) - 1, self.lower_order_final)
+        q = multistep_order(2, len(past), i, len(sigmas) - 1, self.lower_order_final)
         if q == 2:
-            r = past[1] / h
+            h_1, den_1 = past[0]
+            r = h_1 / h
             if self.solver_type == "heun":
                 big_h = h + eta_h
-                x = x + big_h * phi(2, -big_h) * (1 / r) * (denoised - past[2])
+                x = x + big_h * phi(2, -big_h) * (1 / r) * (denoised - den_1)
             else:
-                x = x + 0.5 * (-h - eta_h).expm1().neg() * (1 / r) * (denoised - past[2])
+                x = x + 0.5 * (-h - eta_h).expm1().neg() * (1 / r) * (denoised - den_1)
         if self.eta:
             noise = self._noise(x, sigma, sigma_next, generator)
             x = x + noise * sigma_next * (-2 * eta_h).expm1().neg().sqrt() * self.s_noise
@@ -325,23 +324,21 @@ class DPMpp3MSDE(StochasticOptions, Solver):
         super().__init__(**options)
         self._set_noise_options(eta, s_noise, noise_sampler)
         self.lower_order_final = check_bool(lower_order_final, "lower_order_final")
-        self._history: list[tuple[int, Tensor, Tensor]] = []   # (i, h_i, D_i), newest first
+        self._history = StepHistory(2)   # (h_j, D_j) of the last steps, newest first
 
     def step(self, denoiser: CountingDenoiser, x: Tensor, i: int, sigmas: Tensor,
              generator: torch.Generator | None) -> Tensor:
-        if i == 0 or not self._history or self._history[0][0] != i - 1:
-            self._history = []
+        self._history.start(i)
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = denoiser(x, sigma)
         if float(sigma_next) == 0:
             # Denoising step.
-            self._history = []
             return denoised
         t, t_next = lambda_(sigma), lambda_(sigma_next)
         h = t_next - t
         h_eta = h * (self.eta + 1)
-        past = self._history
-        self._history = [(i, h, denoised), *past[:1]]
+        past = list(self._history)
+        self._history.push((h, denoised))
         x = torch.exp(-h_eta) * x + (-h_eta).expm1().neg() * denoised
         q = multistep_order(3, len(past), i, len(sigmas) - 1, self.lower_order_final)
         correction = multistep_3m_terms(denoised, past[:q - 1], h, h_eta)

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ._churn import _real
 from ._noise import Generators, standard_normal
+from .._checks import check_choice
 from .base import CountingDenoiser, Denoiser, Solver
 from .ddpm import DDPM
 from .euler_maruyama import EulerMaruyama
@@ -124,11 +125,7 @@ class LangevinPC(Solver):
     def __init__(self, predictor: str = "reverse_diffusion", n_corrector: int = 1,
                  snr: float = 0.16, **options: Any) -> None:
         super().__init__(**options)
-        if not isinstance(predictor, str):
-            raise TypeError(f"predictor must be a str, one of {PREDICTORS}, "
-                            f"got {type(predictor).__name__}")
-        if predictor not in PREDICTORS:
-            raise ValueError(f"predictor must be one of {PREDICTORS}, got {predictor!r}")
+        check_choice(predictor, "predictor", PREDICTORS)
         if isinstance(n_corrector, bool) or not isinstance(n_corrector, Integral):
             raise TypeError(f"n_corrector must be an int, got {type(n_corrector).__name__}")
         if n_corrector < 0 or (predictor == "none" and n_corrector < 1):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
 
 import numpy as np
@@ -10,7 +9,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_bool
-from .base import CountingDenoiser, Solver, multistep_order, ode_derivative
+from .base import CountingDenoiser, Solver, StepHistory, multistep_order, ode_derivative
 
 # Explicit Runge-Kutta tableaus (a, b, c) of order p with p stages, p = 1..4 (the fewest
 # stages that reach order p): Euler, Heun, Kutta's third-order rule, the classical RK4
@@ -111,8 +110,7 @@ class LMS(Solver):
         self.lms_order = int(order)
         self.lower_order_final = lower_order_final
         self.order = self._convergence_order()       # type: ignore[misc]
-        self._ds: deque[Tensor] = deque(maxlen=self.lms_order)  # d_i, d_{i-1}, ... newest first
-        self._last_i: int | None = None
+        self._ds = StepHistory(self.lms_order)       # d_i, d_{i-1}, ... newest first
 
     def _convergence_order(self) -> float:
         return float(min(self.lms_order, 2))         # measured, see above
@@ -122,12 +120,10 @@ class LMS(Solver):
 
     def step(self, denoiser: CountingDenoiser, x: Tensor, i: int, sigmas: Tensor,
              generator: torch.Generator | None) -> Tensor:
-        if i == 0 or self._last_i != i - 1:          # a new run, or steps out of sequence
-            self._ds.clear()
-        self._last_i = i
+        self._ds.start(i)
         sigma = sigmas[i]
         history = len(self._ds)                      # consecutive earlier derivatives kept
-        self._ds.appendleft(ode_derivative(x, sigma, denoiser(x, sigma)))
+        self._ds.push(ode_derivative(x, sigma, denoiser(x, sigma)))
         if self._warm_up(history, sigmas[i + 1]):
             return self._runge_kutta_step(denoiser, x, sigma, sigmas[i + 1])
         q = multistep_order(self.lms_order, history, i, len(sigmas) - 1, self.lower_order_final)

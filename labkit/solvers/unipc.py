@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ._exponential import _SERIES_TERMS
-from .._checks import check_bool
+from .._checks import check_bool, check_choice
 from .base import CountingDenoiser, Solver, multistep_order
 
 VARIANTS = ("bh1", "bh2")
@@ -149,10 +149,7 @@ class UniPC(Solver):
             raise TypeError(f"order must be an int in 1..3, got {order!r}")
         if not 1 <= order <= 3:
             raise ValueError(f"order must be in 1..3, got {order}")
-        if not isinstance(variant, str):
-            raise TypeError(f"variant must be one of {VARIANTS}, got {variant!r}")
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        check_choice(variant, "variant", VARIANTS)
         check_bool(corrector, "corrector")
         check_bool(lower_order_final, "lower_order_final")
         self.solver_order = order = int(order)

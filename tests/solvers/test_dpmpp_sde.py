@@ -106,10 +106,10 @@ def test_conformance_detects_wrong_noise():
              ("dpmpp_sde_brownian", _IndependentZ2(), _gen())]
 
     class HalfCorrection(DPMpp2MSDE):     # the midpoint correction with a wrong factor
-        def step(self, denoiser, x, i, sigmas, generator):
-            if self._last is not None:
-                self._last = (self._last[0], 2 * self._last[1], self._last[2])
-            return super().step(denoiser, x, i, sigmas, generator)
+        def __init__(self):                # h_{i-1} stored doubled: r doubled, 1/r halved
+            super().__init__()
+            push = self._history.push
+            self._history.push = lambda entry: push((2 * entry[0], entry[1]))
 
     cases.append(("dpmpp_2m_sde", HalfCorrection(), _gen()))
     for key, solver, gen in cases:
