@@ -190,12 +190,20 @@ class Measurement:
     def from_estimate(cls, estimate: Any, level: float = 0.95,
                       method: str = "normal approximation from the standard error",
                       ) -> "Measurement":
-        """Build a measurement from any object with ``value``, ``stderr`` and ``n`` attributes.
+        """Build a measurement from a ``labkit.metrics.Estimate`` or any object with ``value``,
+        ``stderr`` and ``n`` attributes.
 
-        The interval is ``value +- z * stderr`` (see :func:`labkit.study.normal_interval`), which
-        suits the ``Estimate`` objects of ``labkit.metrics``.
+        An object with ``interval`` and ``method`` attributes (an ``Estimate``) keeps its own
+        95% interval and method (``level`` must then be 0.95). Otherwise the interval is
+        ``value +- z * stderr`` (see :func:`labkit.study.normal_interval`).
         """
         from .intervals import normal_interval
+        if hasattr(estimate, "interval") and hasattr(estimate, "method"):
+            if level != 0.95:
+                raise ValueError(f"level must be 0.95 for an estimate that carries its own 95% "
+                                 f"interval, got {level}")
+            return cls(float(estimate.value), estimate.interval, int(estimate.n),
+                       estimate.method)
         missing = [a for a in ("value", "stderr", "n") if not hasattr(estimate, a)]
         if missing:
             raise TypeError(f"estimate must have attributes value, stderr and n, "
