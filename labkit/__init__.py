@@ -3,7 +3,12 @@
 Exact toy targets (Gaussian mixtures, spheres, curves, point clouds) with closed-form scores and
 denoisers at every noise level, samplers over sigma grids, and studies that check published
 claims against them. Everything is a denoiser ``D(x, sigma)`` in the EDM convention.
+
+``labkit.metrics`` (distances with intervals), ``labkit.likelihood`` (exact log-densities of
+samplers) and ``labkit.tropical`` (exact region counts of ReLU networks) load on first use.
 """
+
+import importlib
 
 from . import grids, processes, solvers
 from .solvers import SOLVERS, SampleInfo, sample
@@ -12,5 +17,15 @@ from .targets import (Curve, Embedded, Empirical, Gaussian, GaussianMixture, Pro
 
 __version__ = "0.1.0"
 
+_LAZY = ("metrics", "likelihood", "tropical")  # imported on first use: they pull in POT, Qhull
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'labkit' has no attribute {name!r}")
+
+
 __all__ = ["Target", "Gaussian", "GaussianMixture", "Sphere", "Embedded", "Product", "Empirical",
-           "Curve", "grids", "processes", "solvers", "sample", "SOLVERS", "SampleInfo", "__version__"]
+           "Curve", "grids", "processes", "solvers", "metrics", "likelihood", "tropical", "sample",
+           "SOLVERS", "SampleInfo", "__version__"]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .._checks import DEFAULT_DTYPE, check_positive_int
-from .._intervals import IntervalResult, _as_rng, _check_level
+from .._checks import DEFAULT_DTYPE
 
 
 def as_samples(x: Any, name: str, *, minimum: int = 1, dtype: torch.dtype | None = None) -> Tensor:
@@ -51,31 +50,3 @@ def as_sample_pair(x: Any, y: Any, *, minimum: int = 1,
         raise ValueError(f"x and y must have the same dimension, got x of shape "
                          f"{tuple(xs.shape)} and y of shape {tuple(ys.shape)}")
     return xs, ys.to(dtype=xs.dtype, device=xs.device)
-
-
-def bootstrap_two_sample(stat: Callable[[Tensor, Tensor], float], x: Tensor, y: Tensor, *,
-                         n_boot: int, level: float = 0.95, generator: Any = None,
-                         what: str = "statistic") -> IntervalResult:
-    """Percentile bootstrap of ``stat(x, y)`` resampling both sets independently with replacement.
-
-    ``stat`` is called ``n_boot + 1`` times (once on the data). Suitable for plug-in statistics
-    (OT costs, Fréchet distances); *not* for U-statistics, whose diagonal exclusion breaks under
-    resampling with replacement (ties reappear as off-diagonal pairs).
-
-    Returns
-    -------
-    IntervalResult
-        ``value = stat(x, y)``, the percentile interval, ``n = min(len(x), len(y))``.
-    """
-    level = _check_level(level)
-    n_boot = check_positive_int(n_boot, "n_boot", minimum=10)
-    rng = _as_rng(generator)
-    value = float(stat(x, y))
-    boot = np.empty(n_boot)
-    for b in range(n_boot):  # loop over resamples, not samples: each call is vectorised
-        ix = torch.as_tensor(rng.integers(0, x.shape[0], x.shape[0]), device=x.device)
-        iy = torch.as_tensor(rng.integers(0, y.shape[0], y.shape[0]), device=y.device)
-        boot[b] = float(stat(x[ix], y[iy]))
-    lo, hi = np.quantile(boot, [0.5 - level / 2, 0.5 + level / 2])
-    return IntervalResult(value, (float(lo), float(hi)), min(x.shape[0], y.shape[0]),
-                          f"percentile bootstrap of the {what} ({n_boot} resamples of both sets)")

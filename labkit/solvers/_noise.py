@@ -8,7 +8,9 @@ that ``labkit.sample(..., generator=...)`` accepts
   the same numbers as k-diffusion's ``torch.manual_seed(s)`` + ``randn_like``);
 - a list or tuple of ``n`` generators, one per sample (as diffusers' pipelines accept): sample
   ``j`` draws its noise from ``generator[j]`` only, so its trajectory does not depend on the
-  other samples in the batch or on the batch size.
+  other samples in the batch or on the batch size;
+- a :class:`FixedNoise`: every draw returns one fixed value (used by
+  ``labkit.likelihood.sde_chain`` to read off a step's mean and noise scale).
 """
 
 from __future__ import annotations
@@ -18,7 +20,25 @@ from typing import Sequence, Union
 import torch
 from torch import Tensor
 
-Generators = Union[None, torch.Generator, Sequence[torch.Generator]]
+
+class FixedNoise:
+    """A stand-in for a generator whose every draw is the constant ``value``.
+
+    A step that is affine in its one Gaussian draw, ``x' = m(x) + s(x) z``, gives ``m(x)`` when
+    run with ``FixedNoise(0.0)`` and ``m(x) + s(x)`` with ``FixedNoise(1.0)``. ``draws`` counts
+    the calls, so a caller can check how many draws a step makes.
+    """
+
+    def __init__(self, value: float) -> None:
+        self.value = float(value)
+        self.draws = 0
+
+    def draw(self, x: Tensor) -> Tensor:
+        self.draws += 1
+        return torch.full(x.shape, self.value, dtype=x.dtype, device=x.device)
+
+
+Generators = Union[None, torch.Generator, Sequence[torch.Generator], FixedNoise]
 
 
 def check_generators(generator: object, x: Tensor | None = None) -> None:
@@ -28,7 +48,7 @@ def check_generators(generator: object, x: Tensor | None = None) -> None:
     batch size or when a generator's device type differs from ``x``'s (torch cannot draw on
     one device with a generator of another).
     """
-    if generator is None:
+    if generator is None or isinstance(generator, FixedNoise):
         return
     if isinstance(generator, torch.Generator):
         gens: Sequence[torch.Generator] = [generator]
@@ -58,6 +78,8 @@ def standard_normal(x: Tensor, generator: Generators) -> Tensor:
     (one draw per generator: this is the only per-sample loop in the solvers, and it runs only
     when per-sample seeds are asked for).
     """
+    if isinstance(generator, FixedNoise):
+        return generator.draw(x)
     if isinstance(generator, (list, tuple)):
         return torch.stack([torch.randn(x.shape[1:], generator=g, dtype=x.dtype,
                                         device=x.device) for g in generator])
