@@ -31,6 +31,8 @@ report: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python studies/benchmarks/mixture_score.py
 	$(BIN)/python studies/benchmarks/solver_overhead.py
+	$(BIN)/python studies/benchmarks/w2_methods.py
+	$(BIN)/python studies/benchmarks/tropical_counting.py
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .hypothesis
