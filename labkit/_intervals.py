@@ -206,3 +206,22 @@ def regression_slope_interval(x: Any, y: Any, level: float = 0.95) -> IntervalRe
     return IntervalResult(slope, (slope - half, slope + half), n,
                        f"OLS slope over {n} points, Student-t interval from the regression "
                        f"standard error ({n - 2} dof)")
+
+
+def wilson_interval(p: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion ``p`` observed over ``n`` trials (Wilson 1927).
+
+    ``(centre -+ half)`` with ``centre = (p + z^2 / 2n) / (1 + z^2 / n)`` and ``half = z / (1 +
+    z^2 / n) * sqrt(p (1 - p) / n + z^2 / 4n^2)``; never degenerate at ``p = 0`` or ``1``, where
+    the closed end is set exactly (no rounding residue). Coverage is close to, not exactly,
+    ``level`` (it oscillates with ``n p``; Brown, Cai & DasGupta 2001, Stat. Sci. 16).
+    """
+    level = _check_level(level)
+    p = min(max(float(p), 0.0), 1.0)
+    z = float(ndtri(0.5 + level / 2))
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    lo = 0.0 if p == 0.0 else max(0.0, centre - half)
+    hi = 1.0 if p == 1.0 else min(1.0, centre + half)
+    return lo, hi

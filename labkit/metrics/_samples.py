@@ -50,3 +50,19 @@ def as_sample_pair(x: Any, y: Any, *, minimum: int = 1,
         raise ValueError(f"x and y must have the same dimension, got x of shape "
                          f"{tuple(xs.shape)} and y of shape {tuple(ys.shape)}")
     return xs, ys.to(dtype=xs.dtype, device=xs.device)
+
+
+CHUNK_ENTRIES = 1 << 22  # distance/kernel-matrix entries held in memory at once (32 MiB float64)
+
+
+def centred_float64(*sets: Tensor) -> tuple[Tensor, ...]:
+    """Float64 copies of ``sets`` shifted by their pooled mean, for pairwise distances.
+
+    Distances are translation invariant, but ``torch.cdist``'s fast path computes
+    ``|a|^2 + |b|^2 - 2 a.b``, which cancels for data far from the origin: float32 samples
+    offset by 100 moved k-NN precision by 0.005 (beyond its interval) and at offset 1e4 the
+    energy distance by 45%. Centring in float64 leaves a relative error of about
+    ``1e-16 * spread^2 / distance^2``.
+    """
+    pooled_mean = torch.cat([s.reshape(s.shape[0], -1) for s in sets]).double().mean(dim=0)
+    return tuple(s.double() - pooled_mean for s in sets)

@@ -95,10 +95,12 @@ class Estimate:
         return self.interval[0] <= float(value) <= self.interval[1]
 
     def __float__(self) -> float:
+        """The point value."""
         return self.value
 
     def __str__(self) -> str:
+        """``value [lo, hi] (n=...)``, or ``value (exact)`` for a closed form (``n == 0``)."""
         lo, hi = self.interval
-        if lo == hi:
+        if self.n == 0 and lo == hi:
             return f"{self.value:.6g} (exact)"
         return f"{self.value:.6g} [{lo:.6g}, {hi:.6g}] (n={self.n})"

@@ -159,9 +159,11 @@ def gaussian_kl(mean1: Any, cov1: Any, mean2: Any, cov2: Any) -> Estimate:
 
     Notes
     -----
-    ``tr(C2^{-1} C1)`` and the Mahalanobis term use the Cholesky factor of ``C2``
-    (``cholesky_solve``); the log-determinants come from the eigenvalues already used to check
-    the matrices. Eigenvalues below ``d * eps * max`` count as zero (numpy's ``matrix_rank`` rule).
+    ``tr(C2^{-1} C1)``, the Mahalanobis term and both log-determinants use Cholesky factors.
+    A covariance is singular here exactly when its Cholesky factorisation fails, so a matrix that
+    is positive definite in floating point (``diag(1, 1e-17)``) gets its finite KL; a rank-
+    deficient product ``A A^T`` whose round-off leaves tiny positive pivots gets a large finite
+    value rather than ``inf``.
 
     References
     ----------
@@ -173,21 +175,25 @@ def gaussian_kl(mean1: Any, cov1: Any, mean2: Any, cov2: Any) -> Estimate:
     >>> float(gaussian_kl([0.0], 1.0, [1.0], 1.0))   # |m1 - m2|^2 / 2
     0.5
     """
-    m1, c1, l1, _ = _moments(mean1, cov1, "mean1", "cov1")
+    m1, c1, _, _ = _moments(mean1, cov1, "mean1", "cov1")
     m2, c2, l2, _ = _moments(mean2, cov2, "mean2", "cov2", dim=m1.shape[0])
-    if not bool((l2 > 0).all()):
+    chol2, info2 = torch.linalg.cholesky_ex(c2)
+    if int(info2) != 0:
         raise ValueError(f"cov2 must be positive definite (N2 needs a density for the KL "
-                         f"divergence), got smallest eigenvalue {float(l2.min()):.3g}; "
-                         f"add a small multiple of the identity if that is meant")
+                         f"divergence), but its Cholesky factorisation failed (smallest "
+                         f"eigenvalue {float(l2.min()):.3g}); add a small multiple of the "
+                         f"identity if that is meant")
     method = "closed-form KL divergence between Gaussians"
-    if not bool((l1 > 0).all()):
+    chol1, info1 = torch.linalg.cholesky_ex(c1)
+    if int(info1) != 0:
         return Estimate(math.inf, (math.inf, math.inf), 0,
                         method + " (cov1 singular: N1 lives on a null set of N2, KL = inf)", 0.0)
-    chol = torch.linalg.cholesky(c2)
     diff = (m2 - m1)[:, None]
-    trace = torch.trace(torch.cholesky_solve(c1, chol))
-    maha = torch.linalg.solve_triangular(chol, diff, upper=False).square().sum()
-    value = 0.5 * (trace + maha - m1.shape[0] + l2.log().sum() - l1.log().sum())
+    trace = torch.trace(torch.cholesky_solve(c1, chol2))
+    maha = torch.linalg.solve_triangular(chol2, diff, upper=False).square().sum()
+    logdet2 = 2 * chol2.diagonal().log().sum()
+    logdet1 = 2 * chol1.diagonal().log().sum()
+    value = 0.5 * (trace + maha - m1.shape[0] + logdet2 - logdet1)
     return Estimate.exact(max(float(value), 0.0), method)
 
 

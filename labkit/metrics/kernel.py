@@ -16,10 +16,9 @@ import torch
 from torch import Tensor
 
 from .._intervals import _check_level, normal_interval
-from ._samples import as_sample_pair
+from ._samples import CHUNK_ENTRIES, as_sample_pair, centred_float64
 from .estimate import Estimate
 
-_CHUNK_ENTRIES = 1 << 22  # kernel-matrix entries held in memory at once (32 MiB in float64)
 _MEDIAN_SUBSAMPLE = 2000  # pooled points behind the median heuristic (about 2e6 pairs)
 
 Kernel = Callable[[Tensor, Tensor], Tensor]  # (a (p, d), b (q, d)) -> (p, q) kernel block
@@ -52,6 +51,7 @@ def median_bandwidth(pooled: Tensor) -> float:
     points are passed does not matter), which keeps a permutation test that uses it exact. The
     lower median is taken (``torch.median``).
     """
+    pooled = centred_float64(pooled)[0]
     points = pooled
     if pooled.shape[0] > _MEDIAN_SUBSAMPLE:
         arr = pooled.detach().cpu().numpy()
@@ -112,9 +112,9 @@ class _KernelSums:
 
 
 def _within_row_sums(x: Tensor, kernel: Kernel) -> Tensor:
-    """``sum_{j != i} k(x_i, x_j)`` for every ``i``, in row blocks of ``_CHUNK_ENTRIES``."""
+    """``sum_{j != i} k(x_i, x_j)`` for every ``i``, in row blocks of ``CHUNK_ENTRIES``."""
     n = x.shape[0]
-    rows = max(1, _CHUNK_ENTRIES // n)
+    rows = max(1, CHUNK_ENTRIES // n)
     out = torch.empty(n, dtype=x.dtype, device=x.device)
     for start in range(0, n, rows):  # loop over row blocks, not samples
         block = kernel(x[start:start + rows], x)  # (rows, n)
@@ -124,8 +124,8 @@ def _within_row_sums(x: Tensor, kernel: Kernel) -> Tensor:
 
 
 def _cross_sums(x: Tensor, y: Tensor, kernel: Kernel) -> tuple[Tensor, Tensor]:
-    """Row and column sums of ``k(x_i, y_j)``, in row blocks of ``_CHUNK_ENTRIES``."""
-    rows = max(1, _CHUNK_ENTRIES // y.shape[0])
+    """Row and column sums of ``k(x_i, y_j)``, in row blocks of ``CHUNK_ENTRIES``."""
+    rows = max(1, CHUNK_ENTRIES // y.shape[0])
     row_sums = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
     col_sums = torch.zeros(y.shape[0], dtype=x.dtype, device=x.device)
     for start in range(0, x.shape[0], rows):
@@ -136,7 +136,7 @@ def _cross_sums(x: Tensor, y: Tensor, kernel: Kernel) -> tuple[Tensor, Tensor]:
 
 
 def _kernel_sums(x: Tensor, y: Tensor, kernel: Kernel) -> _KernelSums:
-    """All row sums a U-statistic and its jackknife need; memory ``O(_CHUNK_ENTRIES + m + n)``."""
+    """All row sums a U-statistic and its jackknife need; memory ``O(CHUNK_ENTRIES + m + n)``."""
     xy, yx = _cross_sums(x, y, kernel)
     return _KernelSums(_within_row_sums(x, kernel), _within_row_sums(y, kernel), xy, yx)
 
@@ -230,7 +230,7 @@ def mmd(x: Any, y: Any, *, bandwidth: Any = "median", level: float = 0.95) -> Es
     True
     """
     level = _check_level(level)
-    xs, ys = as_sample_pair(x, y, minimum=3)
+    xs, ys = centred_float64(*as_sample_pair(x, y, minimum=3))
     hs, desc = _resolve_bandwidth(bandwidth, xs, ys)
     return _u_estimate(xs, ys, _rbf_kernel(hs), level,
                        f"unbiased U-statistic MMD^2 (Gretton et al. 2012), RBF kernel {desc}")
@@ -275,6 +275,6 @@ def energy_distance(x: Any, y: Any, *, level: float = 0.95) -> Estimate:
     RKHS-based statistics in hypothesis testing", Ann. Statist. 41 (arXiv:1207.6076).
     """
     level = _check_level(level)
-    xs, ys = as_sample_pair(x, y, minimum=3)
+    xs, ys = centred_float64(*as_sample_pair(x, y, minimum=3))
     return _u_estimate(xs, ys, _distance_kernel, level,
                        "unbiased U-statistic energy distance (Székely & Rizzo 2013)")

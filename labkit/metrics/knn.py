@@ -7,15 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from scipy.special import ndtri
 from torch import Tensor
 
 from .._checks import check_positive_int
-from .._intervals import _check_level
-from ._samples import as_samples
+from .._intervals import _check_level, wilson_interval
+from ._samples import CHUNK_ENTRIES, as_samples, centred_float64
 from .estimate import Estimate
 
-_CHUNK_ENTRIES = 1 << 22  # distance-matrix entries held in memory at once (32 MiB in float64)
 
 
 @dataclass(frozen=True)
@@ -33,27 +31,22 @@ def knn_radii(points: Tensor, k: int) -> Tensor:
     the ``(k+1)``-th smallest distance of its row, as in the authors' code.
     """
     n = points.shape[0]
-    rows = max(1, _CHUNK_ENTRIES // n)
+    rows = max(1, CHUNK_ENTRIES // n)
     return torch.cat([torch.cdist(points[s:s + rows], points).kthvalue(k + 1, dim=1).values
                       for s in range(0, n, rows)])  # loop over row blocks, not samples
 
 
 def in_manifold(queries: Tensor, points: Tensor, radii: Tensor) -> Tensor:
     """Whether each query lies in ``union_i B(points_i, radii_i)`` (closed balls), shape (q,)."""
-    rows = max(1, _CHUNK_ENTRIES // points.shape[0])
+    rows = max(1, CHUNK_ENTRIES // points.shape[0])
     return torch.cat([(torch.cdist(queries[s:s + rows], points) <= radii).any(dim=1)
                       for s in range(0, queries.shape[0], rows)])
 
 
 def _wilson(hits: int, n: int, level: float, what: str) -> Estimate:
-    """Wilson score interval for a binomial proportion ``hits / n`` (Wilson 1927)."""
+    """``hits / n`` with its Wilson interval (:func:`labkit._intervals.wilson_interval`)."""
     p = hits / n
-    z = float(ndtri(0.5 + level / 2))
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    lo = 0.0 if hits == 0 else max(0.0, centre - half)  # exact bounds, not rounding residue
-    hi = 1.0 if hits == n else min(1.0, centre + half)
-    return Estimate(p, (lo, hi), n,
+    return Estimate(p, wilson_interval(p, n, level), n,
                     f"{what}: fraction of {n} points inside the k-NN manifold, Wilson {level:g} "
                     f"interval conditional on the manifold", math.sqrt(p * (1 - p) / n))
 
@@ -122,7 +115,7 @@ def precision_recall(real: Any, generated: Any, *, k: int = 3,
     if xs.shape[1] != ys.shape[1]:
         raise ValueError(f"real and generated must have the same dimension, got shapes "
                          f"{tuple(xs.shape)} and {tuple(ys.shape)}")
-    ys = ys.to(dtype=xs.dtype, device=xs.device)
+    xs, ys = centred_float64(xs, ys)
     k = check_positive_int(k, "k")
     if k >= min(xs.shape[0], ys.shape[0]):
         raise ValueError(f"k must be < the size of both sets (the k-th neighbour among the "

@@ -13,11 +13,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.special import ndtri
 from torch import Tensor
 
 from .._checks import check_generator, check_positive_int
-from .._intervals import _check_level, mc_mean
+from .._intervals import _check_level, mc_mean, wilson_interval
 from ._bootstrap import as_rng
 from ..targets.gaussian import GaussianMixture
 from ._samples import as_samples
@@ -49,14 +48,6 @@ def _total_variation(w_hat: Tensor, w: Tensor) -> Tensor:
     return 0.5 * (w_hat - w).abs().sum(dim=-1)
 
 
-def _wilson(p: float, n: int, z: float) -> tuple[float, float]:
-    """Wilson score interval for a proportion ``p`` out of ``n`` (never degenerate at 0 or 1)."""
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z / denom * math.sqrt(max(p * (1 - p), 0.0) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def mode_weights(samples: Any, mixture: GaussianMixture, *, level: float = 0.95,
                  sigma: float = 0.0) -> tuple[Estimate, ...]:
     r"""Estimated weight of each mixture component in ``samples``: the mean exact responsibility.
@@ -86,7 +77,7 @@ def mode_weights(samples: Any, mixture: GaussianMixture, *, level: float = 0.95,
     -----
     Unbiased for exact samples. The interval is the Wilson score interval with the Bernoulli
     variance ``w(1 - w)``, which bounds ``Var r_k(X) = E[r_k^2] - w_k^2 <= w_k - w_k^2`` because
-    ``0 <= r_k <= 1``: exact-coverage Wilson for well-separated modes (hard responsibilities),
+    ``0 <= r_k <= 1``: near-nominal (Wilson) coverage for well-separated modes (hard responsibilities),
     conservative for overlapping ones, and never zero-width when no sample lands in a mode (a
     sampler that never visits a mode of weight 0.1 gives ``[0, 3.8 / n]`` at 95%). The CLT
     standard error is reported in ``stderr``.
@@ -107,12 +98,11 @@ def mode_weights(samples: Any, mixture: GaussianMixture, *, level: float = 0.95,
     level = _check_level(level)
     r, _ = _responsibilities(samples, mixture, sigma)
     n = r.shape[0]
-    z = float(ndtri(0.5 + level / 2))
     means = r.mean(dim=0).tolist()
     sds = (r.std(dim=0) if n > 1 else torch.zeros(r.shape[1], dtype=r.dtype)).tolist()
     method = (f"mean exact responsibility over {n} samples, Wilson score interval "
               f"(Bernoulli variance bound)")
-    return tuple(Estimate(min(max(p, 0.0), 1.0), _wilson(min(max(p, 0.0), 1.0), n, z), n, method,
+    return tuple(Estimate(min(max(p, 0.0), 1.0), wilson_interval(p, n, level), n, method,
                           sd / math.sqrt(n))
                  for p, sd in zip(means, sds))
 

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from .._checks import check_choice, check_generator, check_positive_int
 from . import kernel as _kernel
-from ._samples import as_sample_pair
+from ._samples import CHUNK_ENTRIES, as_sample_pair, centred_float64
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,9 @@ class TwoSampleResult:
 
     def reject(self, alpha: float = 0.05) -> bool:
         """Whether ``p_value <= alpha`` (a level-``alpha`` test when ``alpha (1 + B)`` is an int)."""
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+            raise TypeError(f"alpha must be a float in (0, 1), got {type(alpha).__name__}")
+        if not 0 < alpha < 1:
             raise ValueError(f"alpha must be a float in (0, 1), got {alpha!r}")
         return self.p_value <= alpha
 
@@ -63,7 +65,7 @@ def _labelled_statistics(z: Tensor, labels: Tensor, kernel: _kernel.Kernel) -> T
     n = n_total - m
     ks = torch.empty_like(labels)  # K @ labels, (N, columns)
     k1 = torch.empty(n_total, dtype=z.dtype, device=z.device)  # K @ 1
-    rows = max(1, _kernel._CHUNK_ENTRIES // n_total)
+    rows = max(1, CHUNK_ENTRIES // n_total)
     for start in range(0, n_total, rows):  # loop over row blocks, not samples
         block = kernel(z[start:start + rows], z)
         block.diagonal(offset=start).zero_()  # U-statistics skip i == j
@@ -131,7 +133,7 @@ def two_sample_test(x: Any, y: Any, *, statistic: str = "mmd", n_permutations: i
     >>> two_sample_test(x, x[:50] + 1.0, n_permutations=200).reject(0.05)
     True
     """
-    xs, ys = as_sample_pair(x, y, minimum=2)
+    xs, ys = centred_float64(*as_sample_pair(x, y, minimum=2))
     statistic = check_choice(statistic, "statistic", ("mmd", "energy"))
     n_permutations = check_positive_int(n_permutations, "n_permutations")
     generator = check_generator(generator)
@@ -149,7 +151,7 @@ def two_sample_test(x: Any, y: Any, *, statistic: str = "mmd", n_permutations: i
     m, n_total = xs.shape[0], z.shape[0]
     observed = torch.zeros(n_total, 1, dtype=z.dtype, device=z.device)
     observed[:m] = 1.0
-    columns = max(1, _kernel._CHUNK_ENTRIES // n_total)
+    columns = max(1, CHUNK_ENTRIES // n_total)
     t_obs = float(_labelled_statistics(z, observed, kernel)[0]) if n_permutations >= columns \
         else None
     exceed, done = 0, 0

@@ -306,3 +306,18 @@ def test_frechet_is_symmetric_and_zero_on_identical_sets(seed):
         frechet_distance(y, x, n_boot=10).value, rel=1e-9)
     # FD(x, x) is round-off only: W2^2 accuracy ~ eps * tr(2 C) (see bures_wasserstein).
     assert frechet_distance(x, x, n_boot=10).value < 1e-12
+
+
+def test_gaussian_kl_keeps_tiny_but_positive_eigenvalues():
+    """diag(1, 1e-17) is positive definite in float64: the KL to N(0, I) is finite,
+    0.5 (tr - d - log det) = 0.5 (1e-17 - 1 + 17 log 10), and the reverse direction is too."""
+    tiny = torch.diag(torch.tensor([1.0, 1e-17], dtype=torch.float64))
+    eye = torch.eye(2, dtype=torch.float64)
+    expected = 0.5 * (1e-17 - 1.0 + 17 * math.log(10.0))
+    np.testing.assert_allclose(gaussian_kl([0.0, 0.0], tiny, [0.0, 0.0], eye).value, expected,
+                               rtol=1e-12)
+    reverse = 0.5 * (1e17 - 1.0 - 17 * math.log(10.0))
+    np.testing.assert_allclose(gaussian_kl([0.0, 0.0], eye, [0.0, 0.0], tiny).value, reverse,
+                               rtol=1e-9)
+    singular = torch.diag(torch.tensor([1.0, 0.0], dtype=torch.float64))
+    assert gaussian_kl([0.0, 0.0], singular, [0.0, 0.0], eye).value == math.inf  # control

@@ -34,7 +34,7 @@ def test_matches_brute_force_and_chunking(monkeypatch):
         want = _brute(real, gen, k)
         assert (pr.precision.value, pr.recall.value) == pytest.approx(want, abs=0)  # counts
     whole = precision_recall(real, gen)
-    monkeypatch.setattr(knn, "_CHUNK_ENTRIES", 100)  # row blocks of one or two rows
+    monkeypatch.setattr(knn, "CHUNK_ENTRIES", 100)  # row blocks of one or two rows
     assert precision_recall(real, gen) == whole
 
 
