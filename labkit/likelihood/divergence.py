@@ -23,7 +23,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from .._checks import check_choice, check_generator, check_positive_int
+from .._checks import all_finite, check_choice, check_generator, check_positive_int
 
 PROBES = ("rademacher", "gaussian")
 
@@ -49,11 +49,19 @@ class HutchinsonDivergence(NamedTuple):
     variance: Tensor | None
 
 
-def _check_points(x: object) -> Tensor:
-    if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim != 2:
-        got = (f"shape {tuple(x.shape)}, dtype {x.dtype}" if isinstance(x, Tensor)
-               else type(x).__name__)
-        raise TypeError(f"x must be a floating torch.Tensor of shape (n, d), got {got}")
+def _check_points(x: object, *, finite: bool = False) -> Tensor:
+    """``x`` checked to be a floating tensor of shape ``(n, d)``, ``n, d >= 1`` (and finite when
+    ``finite``): ``TypeError`` for a non-tensor or a non-floating dtype, ``ValueError`` for a
+    wrong shape or non-finite entries. Shared by this module and :mod:`.flow`."""
+    expected = "x must be a floating torch.Tensor of shape (n, d) with n, d >= 1"
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{expected}, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{expected}, got dtype {x.dtype}")
+    if x.ndim != 2 or 0 in x.shape:
+        raise ValueError(f"{expected}, got shape {tuple(x.shape)}")
+    if finite and not all_finite(x):
+        raise ValueError("x must be finite, got NaN or inf entries")
     return x
 
 
@@ -138,11 +146,19 @@ def draw_probes(n_probes: int, shape: tuple[int, int], *, probe: str = "rademach
     Parameters
     ----------
     n_probes : int
+        Number of independent probe batches, ``>= 1``.
     shape : (n, d)
+        Shape of one batch (that of the points ``x``).
     probe : {"rademacher", "gaussian"}
         Independent signs ``+-1`` or standard normals.
     generator : torch.Generator, optional
-    dtype, device : optional
+        Source of the draws (``None``: torch's global generator). It must live on ``device``
+        (a CPU generator for CPU probes), as ``torch.randint`` / ``torch.randn`` require.
+    dtype : torch.dtype
+        Floating dtype of the result (default float64); Rademacher signs are drawn as
+        integers and converted, so they are exactly ``+-1`` in any dtype.
+    device : torch.device or str, optional
+        Device of the result (``None``: the default device); pass ``x.device``.
 
     Returns
     -------

@@ -22,9 +22,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .._checks import (all_finite, check_bool, check_choice, check_generator,
-                       check_positive_int)
-from .divergence import PROBES, draw_probes, exact_divergence, probe_estimates
+from .._checks import check_bool, check_choice, check_generator, check_positive_int
+from .divergence import PROBES, _check_points, draw_probes, exact_divergence, probe_estimates
 
 DIVERGENCES = ("exact", "hutchinson")
 
@@ -80,7 +79,24 @@ class FlowLogProb:
 
 
 def gaussian_prior_log_prob(z: Tensor, sigma: float) -> Tensor:
-    """``log N(z; 0, sigma^2 I)`` row by row, shape ``(n,)``."""
+    """``log N(z; 0, sigma^2 I) = -|z|^2 / (2 sigma^2) - (d / 2) log(2 pi sigma^2)`` row by row.
+
+    The default prior of :func:`flow_log_prob` and the input density of
+    :func:`labkit.likelihood.sampler.sampler_log_prob`.
+
+    Parameters
+    ----------
+    z : Tensor of shape ``(n, d)``
+    sigma : float
+        Standard deviation, ``> 0``.
+
+    Returns
+    -------
+    Tensor of shape ``(n,)`` in ``z``'s dtype and device.
+    """
+    sigma = float(sigma)
+    if not sigma > 0 or not math.isfinite(sigma):
+        raise ValueError(f"sigma must be a finite positive float, got {sigma}")
     d = z.shape[1]
     return -0.5 * z.square().sum(dim=1) / sigma ** 2 - 0.5 * d * math.log(2 * math.pi * sigma ** 2)
 
@@ -95,17 +111,6 @@ def _check_sigmas(sigma_min: object, sigma_max: object) -> tuple[float, float]:
     if not 0 < lo < hi:
         raise ValueError(f"need 0 < sigma_min < sigma_max, got sigma_min={lo}, sigma_max={hi}")
     return lo, hi
-
-
-def _check_x(x: object) -> Tensor:
-    if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim != 2 or 0 in x.shape:
-        got = (f"shape {tuple(x.shape)}, dtype {x.dtype}" if isinstance(x, Tensor)
-               else type(x).__name__)
-        raise ValueError(f"x must be a floating torch.Tensor of shape (n, d) with n, d >= 1, "
-                         f"got {got}")
-    if not all_finite(x):
-        raise ValueError("x must be finite, got NaN or inf entries")
-    return x.detach()
 
 
 def _velocity(denoiser: Callable, sigma: float) -> Callable[[Tensor], Tensor]:
@@ -243,7 +248,7 @@ def flow_log_prob(denoiser: Callable, x: Tensor, *, sigma_min: float, sigma_max:
     if not callable(denoiser):
         raise TypeError(f"denoiser must be callable as denoiser(x, sigma), "
                         f"got {type(denoiser).__name__}")
-    x = _check_x(x)
+    x = _check_points(x, finite=True).detach()
     lo, hi = _check_sigmas(sigma_min, sigma_max)
     check_choice(divergence, "divergence", DIVERGENCES)
     check_choice(method, "method", METHODS)

@@ -23,8 +23,10 @@ from .. import grids
 from .._checks import as_float_tensor, check_positive_int
 from .._intervals import mc_mean
 from ..metrics.estimate import Estimate
-from ..solvers import SOLVERS, sample
+from ..solvers import sample
 from ..solvers.base import Denoiser, Solver
+from ._solvers import solver_instance
+from .flow import gaussian_prior_log_prob
 
 #: Solvers whose map is not a function of one sample alone (their step size is chosen from an
 #: error norm over the whole batch and jumps with ``z``), so ``J_Phi`` is not meaningful.
@@ -69,15 +71,7 @@ class SamplerLogProb:
 
 def _deterministic_solver(solver: str, options: dict[str, Any]) -> Solver:
     """The solver instance, after rejecting stochastic and excluded ones with the reason."""
-    if not isinstance(solver, str):
-        raise TypeError(f"solver must be a solver name from labkit.solvers.SOLVERS, "
-                        f"got {type(solver).__name__}")
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {solver!r}")
-    if solver in EXCLUDED:
-        raise ValueError(f"solver {solver!r} is not supported by sampler_log_prob: "
-                         f"{EXCLUDED[solver]}")
-    instance = SOLVERS[solver](**options)
+    instance = solver_instance(solver, options, EXCLUDED, "sampler_log_prob")
     if instance.stochastic:
         what = ("churn (s_churn > 0) draws noise at every step"
                 if options.get("s_churn", 0) else f"solver {solver!r} draws noise")
@@ -85,13 +79,6 @@ def _deterministic_solver(solver: str, options: dict[str, Any]) -> Solver:
                          f"options {options}: its output has no change-of-variables density; "
                          f"{SDE_ALTERNATIVE}")
     return instance
-
-
-def _gaussian_log_prob(z: Tensor, scale: Tensor) -> Tensor:
-    """``log N(z; 0, scale^2 I)`` for rows of ``z`` of shape ``(n, d)``."""
-    d = z.shape[1]
-    return (-0.5 * (z / scale).square().sum(1) - d * torch.log(scale)
-            - 0.5 * d * math.log(2 * math.pi))
 
 
 def sampler_log_prob(denoiser: Denoiser, z: Tensor, sigmas: Tensor, solver: str = "heun",
@@ -105,9 +92,15 @@ def sampler_log_prob(denoiser: Denoiser, z: Tensor, sigmas: Tensor, solver: str 
     discretisation or estimation error beyond round-off: it is the density of what the
     discretised sampler outputs, not of the ODE's flow.
 
-    The change of variables holds when ``Phi`` is a diffeomorphism, true for small enough
-    steps. ``det J_Phi(z) <= 0`` at some ``z`` proves it is not (the map folds, several ``z``
-    reach the same ``y``); that raises a ``ValueError`` asking for more steps.
+    The change of variables holds when ``Phi`` is a diffeomorphism (``|det J_Phi|`` makes it
+    hold for orientation-reversing maps too, ``det J_Phi < 0`` everywhere), true for small
+    enough steps. Two things raise a ``ValueError`` asking for more steps: ``det J_Phi(z) = 0``
+    at an evaluated point (the density is infinite there), and a sign of ``det J_Phi`` that
+    differs between evaluated points. The latter proves ``Phi`` is not injective: an injective
+    ``C^1`` map of ``R^d`` has a local degree of constant sign, equal to ``sign det J_Phi``
+    wherever it is non-zero (invariance of domain), so on any path between two points of
+    opposite sign ``det J_Phi`` vanishes and the map folds (several ``z`` reach the same
+    ``y``). A constant sign at the evaluated points does not prove injectivity elsewhere.
 
     Cost: one sampler run on a batch of ``n * d`` rows (each point repeated ``d`` times, ``d``
     the number of entries of one sample), kept in memory for one backward pass; processed in
@@ -158,7 +151,7 @@ def sampler_log_prob(denoiser: Denoiser, z: Tensor, sigmas: Tensor, solver: str 
         raise TypeError("z must be a floating torch.Tensor of shape (n, ...)")
     denoise_to_zero = options.pop("denoise_to_zero", False)
     instance_options = dict(options)
-    _deterministic_solver(solver, instance_options)  # validate before any work
+    instance = _deterministic_solver(solver, instance_options)  # validate before any work
     sigmas = grids.validate(sigmas).to(dtype=z.dtype, device=z.device)
     n = z.shape[0]
     sample_shape = tuple(z.shape[1:])
@@ -172,7 +165,7 @@ def sampler_log_prob(denoiser: Denoiser, z: Tensor, sigmas: Tensor, solver: str 
         rows = part.repeat_interleave(d, dim=0).requires_grad_(True)  # (m d, d)
         with torch.enable_grad():
             out, info = sample(denoiser, rows.reshape((m * d,) + sample_shape), sigmas,
-                               _deterministic_solver(solver, instance_options),
+                               instance,  # history is reset at i = 0: chunks independent
                                denoise_to_zero=denoise_to_zero)
             out = out.reshape(m * d, d)
             basis = torch.eye(d, dtype=z.dtype, device=z.device).repeat(m, 1)  # e_k on copy k
@@ -182,14 +175,19 @@ def sampler_log_prob(denoiser: Denoiser, z: Tensor, sigmas: Tensor, solver: str 
         nfe += info.nfe
     y, jac = torch.cat(ys), torch.cat(jacs)
     sign, log_abs_det = torch.linalg.slogdet(jac.to(torch.float64))
-    if bool((sign <= 0).any()):
-        bad = int((sign <= 0).sum())
-        raise ValueError(f"the {solver!r} sampler map folds: det J_Phi(z) <= 0 at {bad} of {n} "
-                         f"points, so it is not a diffeomorphism on this grid of "
-                         f"{len(sigmas) - 1} steps and has no change-of-variables density; use "
-                         f"more steps")
+    if bool((sign == 0).any()):
+        bad = int((sign == 0).sum())
+        raise ValueError(f"the {solver!r} sampler map is singular: det J_Phi(z) = 0 at {bad} of "
+                         f"{n} points, where the output density is infinite; the grid of "
+                         f"{len(sigmas) - 1} steps is too coarse: use more steps")
+    if bool((sign != sign[:1]).any()):
+        neg = int((sign < 0).sum())
+        raise ValueError(f"the {solver!r} sampler map folds: det J_Phi(z) < 0 at {neg} and > 0 "
+                         f"at {n - neg} of {n} points, so on a path between them it vanishes "
+                         f"and the map is not injective on this grid of {len(sigmas) - 1} "
+                         f"steps (no change-of-variables density); use more steps")
     log_abs_det = log_abs_det.to(z.dtype)
-    prior = _gaussian_log_prob(flat, sigmas[0])
+    prior = gaussian_prior_log_prob(flat, float(sigmas[0]))
     return SamplerLogProb(y=y.reshape(z.shape), log_prob=prior - log_abs_det,
                           log_abs_det=log_abs_det, prior_log_prob=prior, jacobian=jac, nfe=nfe)
 
@@ -228,7 +226,7 @@ def sampler_kl(denoiser: Denoiser, target: Any, sigmas: Tensor, solver: str = "h
     generator : torch.Generator or None
         Source of the draws ``z = sigma_max * randn(n, dim)`` (float64).
     sigma_target : float, optional
-        Noise level of ``p``; see above.
+        Noise level of ``p``, ``>= 0``; see above.
     level : float
         Interval coverage.
     **options
@@ -258,6 +256,9 @@ def sampler_kl(denoiser: Denoiser, target: Any, sigmas: Tensor, solver: str = "h
     if sigma_target is None:
         sigma_target = 0.0 if options.get("denoise_to_zero", False) else float(sigmas[-1])
     sigma_target = float(as_float_tensor(sigma_target, "sigma_target"))
+    if sigma_target < 0:
+        raise ValueError(f"sigma_target must be >= 0 (the noise level of p; 0 for the clean "
+                         f"target), got {sigma_target}")
     z = sigmas[0] * torch.randn(n, target.dim, generator=generator, dtype=torch.float64)
     res = sampler_log_prob(denoiser, z, sigmas, solver, **options)
     values = res.log_prob - target.log_prob(res.y, sigma_target)

@@ -26,9 +26,9 @@ from torch import Tensor
 from .. import grids
 from .._checks import check_choice, check_positive_int
 from ..metrics.estimate import Estimate
-from ..solvers import SOLVERS
 from ..solvers._noise import FixedNoise
 from ..solvers.base import CountingDenoiser, Denoiser, Solver
+from ._solvers import solver_instance
 
 #: One Gaussian draw per step, no history: the transition is Gaussian.
 SUPPORTED = ("euler_ancestral", "euler_maruyama", "ddpm", "dpmpp_2s_ancestral", "langevin_pc")
@@ -64,10 +64,13 @@ class ChainMarginal1D:
         Trapezoid integral of each row; ``1 - mass`` is the mass lost off the grid plus the
         quadrature error (widen the grid if it is not small).
     noise_scales : Tensor of shape ``(N,)``
-        Largest ``s_i(x)`` over the grid per step (0 for a deterministic step).
+        Largest ``|s_i(x)|`` over the grid per step (0 for a deterministic step), on the grid's
+        device.
     unresolved : tuple of (int, float, float)
-        ``(i, min s_i, h)`` for each noisy step whose noise scale is below ``0.7 h``, ``h``
-        the grid spacing (of its input or output grid): there the quadrature is not accurate.
+        ``(i, w_i, h)`` for each noisy step whose kernel width ``w_i = min_x |s_i(x)| /
+        max(1, |m_i'(x)|)`` is below ``0.7 h``, ``h`` the larger spacing of its input and
+        output grids: there the quadrature is not accurate. (The kernel has width ``s`` in
+        ``y`` but ``s / |m'(x)|`` in ``x``, narrower where the step expands.)
     """
 
     grids: Tensor
@@ -110,14 +113,8 @@ def level_grids(sigmas: Tensor, n_points: int, lo: float, hi: float,
 
 
 def _markov_solver(solver: str, options: dict[str, Any]) -> Solver:
-    if not isinstance(solver, str):
-        raise TypeError(f"solver must be a solver name, got {type(solver).__name__}")
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {solver!r}")
-    if solver in _REJECTED:
-        raise ValueError(f"solver {solver!r} is not supported by the 1-D chain: "
-                         f"{_REJECTED[solver]}; supported: {SUPPORTED}")
-    instance = SOLVERS[solver](**options)
+    instance = solver_instance(solver, options, _REJECTED, "the 1-D chain",
+                               f"; supported: {SUPPORTED}")
     if not instance.stochastic:
         raise ValueError(f"solver {solver!r} with options {options} is deterministic; its "
                          f"output density is labkit.likelihood.sampler.sampler_log_prob's")
@@ -152,12 +149,18 @@ def _step_coefficients(step: Solver, model: CountingDenoiser, x: Tensor, i: int,
                              f"chain needs at most one Gaussian draw per step")
     mean, plus, minus = outs
     scale = plus - mean
-    tol = 1e-9 * (1 + mean.abs().max())
+    # Affinity test: the three runs differ only by round-off, a few ulps of the largest
+    # magnitude entering the step (x, m, s); a draw entering non-linearly (through ||z|| or the
+    # denoiser) changes m + s z by O(s^2) or more. 1000 eps (2.2e-13 in float64, 1.2e-4 in
+    # float32) of that magnitude separates the two.
+    size = 1 + x.abs().max() + mean.abs().max() + scale.abs().max()
+    tol = 1000 * torch.finfo(x.dtype).eps * size
     if not bool(((minus - (mean - scale)).abs() <= tol).all()):
         raise ValueError(f"step {i} of {step.name!r} is not affine in its draw; its transition "
                          f"is not Gaussian")
+    scale = scale.abs()  # s z and -s z have the same law: only |s| matters
     if bool((scale != 0).any()):
-        if bool((scale < 0).any()) or bool((scale == 0).any()):
+        if bool((scale == 0).any()):
             raise ValueError(f"step {i} of {step.name!r} has a noise scale that is zero at some "
                              f"grid points and not at others")
         return mean, scale, None
@@ -166,6 +169,18 @@ def _step_coefficients(step: Solver, model: CountingDenoiser, x: Tensor, i: int,
         out = step.step(model, xg[:, None], i, sigmas, FixedNoise(0.0))[:, 0]
         (slope,) = torch.autograd.grad(out.sum(), xg)
     return mean, scale, slope
+
+
+def _kernel_width(x: Tensor, mean: Tensor, scale: Tensor) -> Tensor:
+    """Smallest width of the kernel ``N(y; m(x), s(x)^2)``: ``min_x s(x) / max(1, |m'(x)|)``.
+
+    In ``y`` the kernel has width ``s``; as a function of ``x`` (the variable the quadrature
+    sums over) it has width ``s / |m'(x)|``, narrower than ``s`` where the step expands
+    (``|m'| > 1``, e.g. between modes). ``m'`` by central differences of ``m`` on the uniform
+    grid ``x`` (one-sided at the ends), vectorised.
+    """
+    slope = torch.gradient(mean, spacing=(x,))[0].abs()
+    return (scale / slope.clamp(min=1)).min()
 
 
 def _trapezoid_weights(grid: Tensor) -> Tensor:
@@ -217,9 +232,16 @@ def _chain(denoiser: Denoiser, sigmas: Tensor, solver: str, grid: Tensor, prior:
         raise ValueError(f"grid must have shape (G,) or ({n_levels}, G) with G >= 3, got "
                          f"{tuple(grid.shape)}")
     spacing = grid[:, 1:] - grid[:, :-1]
-    if not bool((spacing > 0).all()) or not torch.allclose(
-            spacing, spacing[:, :1].expand_as(spacing), rtol=1e-8, atol=0):
-        raise ValueError("every grid row must be uniform and increasing")
+    if not bool((spacing > 0).all()):
+        raise ValueError("every grid row must be increasing")
+    # A uniform row built in the grid's dtype (linspace) has nodes off by a few ulps of its
+    # largest |node|; 16 eps of it (both ends of a spacing, with margin) is the tolerance.
+    h = (grid[:, -1] - grid[:, 0]) / (grid.shape[1] - 1)
+    tol = 16 * torch.finfo(grid.dtype).eps * grid.abs().amax(1)
+    if not bool(((spacing - h[:, None]).abs() <= tol[:, None]).all()):
+        raise ValueError(f"every grid row must be uniform: its spacings may differ by at most "
+                         f"16 eps ({grid.dtype}) times its largest |node|, e.g. "
+                         f"level_grids(sigmas, G, lo, hi) (cast with .to(dtype) after building)")
     sigmas = sigmas.to(dtype=grid.dtype, device=grid.device)
     if isinstance(prior, str):
         check_choice(prior, "prior", ("gaussian",))
@@ -238,19 +260,20 @@ def _chain(denoiser: Denoiser, sigmas: Tensor, solver: str, grid: Tensor, prior:
         if slope is not None:
             p = _pushforward(p, mean, slope, y, i)
             last = (x, mean, slope)
-            scales.append(0.0)
+            scales.append(torch.zeros((), dtype=grid.dtype, device=grid.device))
         else:
             h_in, h_out = float(x[1] - x[0]), float(y[1] - y[0])
-            if float(scale.min()) < _RESOLVED * max(h_in, h_out):
-                unresolved.append((i, float(scale.min()), max(h_in, h_out)))
+            width = float(_kernel_width(x, mean, scale))
+            if width < _RESOLVED * max(h_in, h_out):
+                unresolved.append((i, width, max(h_in, h_out)))
             p = _kernel(y, mean, scale, quadrature) @ (_trapezoid_weights(x) * p)
             last = None
-            scales.append(float(scale.max()))
+            scales.append(scale.max())
         densities.append(p)
     dens = torch.stack(densities)
     mass = (dens * torch.stack([_trapezoid_weights(g) for g in grid])).sum(1)
     return ChainMarginal1D(grids=grid, densities=dens, mass=mass,
-                           noise_scales=torch.tensor(scales, dtype=grid.dtype),
+                           noise_scales=torch.stack(scales) if scales else grid.new_zeros(0),
                            unresolved=tuple(unresolved)), last
 
 
@@ -270,10 +293,13 @@ def chain_marginal_1d(denoiser: Denoiser, sigmas: Tensor, solver: str, *, grid: 
     Quadrature (one ``(G, G)`` matrix product per step):
 
     - ``"trapezoid"`` (default): ``p_{i+1}(y_k) = sum_g w_g p_i(x_g) N(y_k; m_g, s_g^2)``, the
-      trapezoid rule; error ``O(h^2)`` while the kernel is resolved (``s_i`` a few times the
-      spacing ``h``; a warning is raised when ``s_i < 0.7 h``, where the
-      trapezoid's relative error on the kernel reaches ``2 exp(-2 pi^2 0.49) ~ 1e-4``; listed in ``unresolved``), and exponentially small for smooth
-      integrands decaying at the grid's ends.
+      trapezoid rule; error ``O(h^2)`` while the kernel is resolved, and exponentially small
+      for smooth integrands decaying at the grid's ends. Resolved means a kernel width
+      ``w_i = min_x s_i(x) / max(1, |m_i'(x)|)`` (``m_i'`` by central differences on the grid:
+      the kernel's width in ``x`` is ``s / |m'|``) of at least ``0.7 h``, ``h`` the larger of
+      the input and output spacings; below it the trapezoid's relative error on the kernel
+      exceeds ``2 exp(-2 pi^2 0.49) ~ 1e-4``, a warning is raised and the step is listed in
+      ``unresolved``.
     - ``"cell"``: the kernel averaged over the output cell, ``(Phi((y_k + h/2 - m_g) / s_g) -
       Phi((y_k - h/2 - m_g) / s_g)) / h``: conserves mass exactly (up to the ends) for any
       ``s``, but is ``O(h^2)`` biased (a cell average, not a point value) and aliases when
@@ -297,7 +323,9 @@ def chain_marginal_1d(denoiser: Denoiser, sigmas: Tensor, solver: str, *, grid: 
     solver : str
         One of ``SUPPORTED``.
     grid : Tensor of shape ``(G,)`` or ``(N + 1, G)``
-        Uniform grid(s), one per level (see :func:`level_grids`).
+        Uniform grid(s), one per level (see :func:`level_grids`), float32 or float64; the
+        computation follows its dtype and device. Uniform up to ``16 eps`` of the row's largest
+        ``|node|`` (so a float64 grid cast to float32 passes).
     prior : "gaussian" or Tensor of shape ``(G,)``
         ``N(0, sigmas[0]^2)`` or densities on ``grid[0]``.
     quadrature : {"trapezoid", "cell"}
@@ -327,9 +355,9 @@ def chain_marginal_1d(denoiser: Denoiser, sigmas: Tensor, solver: str, *, grid: 
     """
     chain = _chain(denoiser, sigmas, solver, grid, prior, quadrature, options)[0]
     for i, scale, h in chain.unresolved:
-        warnings.warn(f"step {i}: noise scale {scale:.3g} is below 0.7 times the grid spacing {h:.3g}; "
-                      f"the quadrature is inaccurate there: use more grid points",
-                      stacklevel=2)
+        warnings.warn(f"step {i}: kernel width min_x s / max(1, |m'|) = {scale:.3g} is below "
+                      f"0.7 times the grid spacing {h:.3g}; the quadrature is inaccurate "
+                      f"there: use more grid points", stacklevel=2)
     return chain
 
 
@@ -360,7 +388,7 @@ def chain_kl_1d(denoiser: Denoiser, target: Any, sigmas: Tensor, solver: str, *,
     ``level_grids(sigmas, G, lo, hi, width)``; ``KL = integral q_N log(q_N / p)`` by the
     trapezoid rule, or, when the last step is deterministic (``y = m(x)``), by the change of
     variables ``integral p_{N-1}(x) [log p_{N-1}(x) - log m'(x) - log p(m(x))] dx`` on level
-    ``N - 1``'s grid (no interpolation). ``p = target.log_prob(., sigma_target)``,
+    ``N - 1``'s grid (no interpolation). Works in float64 (the grids of :func:`level_grids`). ``p = target.log_prob(., sigma_target)``,
     ``sigma_target`` defaulting to ``sigmas[-1]``.
 
     Error bound by grid refinement: the KL is computed with ``G`` points (spacing ``h``) and
@@ -369,8 +397,9 @@ def chain_kl_1d(denoiser: Denoiser, target: Any, sigmas: Tensor, solver: str, *,
     error of ``KL_{h/2}`` is about a third of that difference, so the bound holds with margin
     once both grids resolve the kernels (tested against the closed form on Gaussian targets).
     The half-width is at least the round-off floor ``10 (2G - 1) eps (1 + |KL|)``, and it is
-    ``inf`` (no bound) when a step's noise scale is below 0.7 times the fine grid's spacing: there the two
-    grids can agree while both are wrong (measured: 51 points on a 1-D mixture).
+    ``inf`` (no bound) when a step's kernel width ``min_x s / max(1, |m'|)`` is below 0.7 times
+    the fine grid's spacing (see :func:`chain_marginal_1d`): there the two grids can agree while
+    both are wrong (measured: 51 points on a 1-D mixture).
     Mass beyond the grid's ends is invisible to refinement (both grids share their ends): the
     half-width adds ``max_i |1 - mass_i|`` over the levels, a heuristic (the KL's change when
     tails with an ``O(1)`` log-ratio move); choose ``lo, hi, width`` so it is negligible.

@@ -165,8 +165,13 @@ def test_bad_inputs_raise_clear_errors():
         exact_divergence(lambda y: y[:, :1], x)
     with pytest.raises(ValueError, match="differentiable"):
         exact_divergence(lambda y: y.detach() * 2, x)
-    with pytest.raises(TypeError, match=r"shape \(n, d\)"):
+    # a tensor of the wrong shape is a ValueError; a non-tensor or an integer tensor a TypeError
+    with pytest.raises(ValueError, match=r"shape \(n, d\)"):
         exact_divergence(lambda y: y, torch.zeros(3, dtype=F64))
+    with pytest.raises(TypeError, match=r"shape \(n, d\)"):
+        exact_divergence(lambda y: y, [[0.0, 1.0]])
+    with pytest.raises(TypeError, match="dtype torch.int64"):
+        hutchinson_divergence(lambda y: y, torch.zeros(3, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="probe must be one of"):
         hutchinson_divergence(lambda y: y, x, probe="uniform")
     with pytest.raises(ValueError, match="n_probes must be >= 1"):

@@ -63,16 +63,73 @@ def test_affine_sampler_matches_closed_form(solver):
 
 
 def test_dropped_log_det_is_caught():
-    # Negative control: the same estimator without the log-determinant (log q := prior) lands
-    # far outside the interval of the correct one.
+    # Negative control of the interval check of test_affine_sampler_matches_closed_form: the
+    # same estimator without the log-determinant (log q := prior). For the affine Heun map its
+    # integrand is shifted by the constant log |det A| (a priori, checked to 1e-10), so its
+    # interval is the correct one shifted by log |det A|, while the closed form lies inside the
+    # correct one: it is excluded as soon as |log |det A|| > 2 half-widths.
     target, mean, cov = _gaussian_target()
     sigmas = labkit.grids.karras(5, 0.002, 20.0).to(F64)
+    a, b = _affine_map(target, sigmas, "heun")
+    log_det = float(torch.linalg.slogdet(a)[1])
     z = sigmas[0] * torch.randn(2000, 2, dtype=F64, generator=torch.Generator().manual_seed(2))
     res = sampler_log_prob(target, z, sigmas, "heun")
-    wrong = float((res.prior_log_prob - target.log_prob(res.y)).mean())
+    right = res.log_prob - target.log_prob(res.y)
+    wrong = res.prior_log_prob - target.log_prob(res.y)
+    torch.testing.assert_close(wrong - right, torch.full_like(right, log_det), rtol=0, atol=1e-10)
     est = sampler_kl(target, target, sigmas, "heun", n=2000,
                      generator=torch.Generator().manual_seed(2))
-    assert abs(wrong - est.value) > 20 * est.half_width  # measured: 77 half-widths
+    exact = _gaussian_kl(b, sigmas[0] ** 2 * a @ a.T, mean, cov)
+    assert est.contains(exact)
+    assert abs(log_det) > 2 * est.half_width, (log_det, est.half_width)
+    lo, hi = est.interval
+    assert not lo + log_det <= exact <= hi + log_det
+
+
+def test_orientation_reversing_map_has_a_density():
+    # Phi(z) = diag(-1, 1) z (one Euler step to sigma = 0 of D(x, s) = diag(-1, 1) x): det J = -1
+    # at every point, a diffeomorphism, so log q = log N(z; 0, sigma_max^2 I) - log 1, which is
+    # log N(y; 0, sigma_max^2 I) by symmetry (to round-off, 1e-12).
+    flip = torch.tensor([-1.0, 1.0], dtype=F64)
+    sigmas = torch.tensor([10.0, 0.0], dtype=F64)
+    z = 10 * torch.randn(50, 2, dtype=F64, generator=torch.Generator().manual_seed(6))
+    res = sampler_log_prob(lambda x, s: x * flip, z, sigmas, "euler")
+    torch.testing.assert_close(res.y, z * flip, rtol=0, atol=1e-12)
+    prior = torch.distributions.Normal(torch.zeros(2, dtype=F64), 10.0)
+    torch.testing.assert_close(res.log_prob, prior.log_prob(res.y).sum(1), rtol=0, atol=1e-12)
+    torch.testing.assert_close(res.log_abs_det, torch.zeros(50, dtype=F64), rtol=0, atol=1e-12)
+
+
+def test_singular_map_raises():
+    # D = 0 maps everything to 0 in one Euler step to sigma = 0: det J = 0, infinite density.
+    z = torch.randn(4, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="singular"):
+        sampler_log_prob(lambda x, s: 0 * x, z, torch.tensor([1.0, 0.0], dtype=F64), "euler")
+
+
+def test_solver_is_built_once_across_chunks(monkeypatch):
+    import labkit.likelihood.sampler as module
+    calls = []
+    build = module._deterministic_solver
+    monkeypatch.setattr(module, "_deterministic_solver",
+                        lambda *args: calls.append(1) or build(*args))
+    monkeypatch.setattr(module, "_ROWS_PER_PASS", 4)  # 2 points per chunk: 3 chunks
+    target = _mixture_2d()
+    sigmas = labkit.grids.karras(5, 0.002, 20.0).to(F64)
+    z = 20 * torch.randn(6, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
+    chunked = module.sampler_log_prob(target, z, sigmas, "dpmpp_2m")
+    assert len(calls) == 1
+    monkeypatch.setattr(module, "_ROWS_PER_PASS", 1 << 16)
+    whole = module.sampler_log_prob(target, z, sigmas, "dpmpp_2m")
+    # multistep history reset at i = 0: chunks equal one pass to round-off
+    torch.testing.assert_close(chunked.log_prob, whole.log_prob, rtol=0, atol=1e-12)
+
+
+def test_negative_sigma_target_raises():
+    target, _, _ = _gaussian_target()
+    with pytest.raises(ValueError, match="sigma_target must be >= 0"):
+        sampler_kl(target, target, labkit.grids.karras(5, 0.002, 20.0), "heun", n=4,
+                   generator=torch.Generator().manual_seed(0), sigma_target=-0.1)
 
 
 def test_wrong_prior_scale_is_caught():
@@ -162,11 +219,12 @@ def test_rejections_name_the_alternative():
 
 
 def test_folding_map_raises_more_steps():
-    # 3 Heun steps from sigma 10 on two narrow modes fold the plane (measured: det < 0 at half
-    # the points); 2 steps do not.
+    # 3 Heun steps from sigma 10 on two narrow modes fold the plane: det J changes sign between
+    # the sampled points (about half have det < 0), which proves non-injectivity; 2 steps do
+    # not.
     target = labkit.GaussianMixture(torch.tensor([[-2.0, 0.0], [2.0, 0.5]], dtype=F64),
                                     torch.stack([0.05 * torch.eye(2, dtype=F64)] * 2))
     z = 10 * torch.randn(200, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
-    with pytest.raises(ValueError, match="more steps"):
+    with pytest.raises(ValueError, match="folds.*more steps"):
         sampler_log_prob(target, z, labkit.grids.karras(3, 0.01, 10.0), "heun")
     sampler_log_prob(target, z, labkit.grids.karras(2, 0.01, 10.0), "heun")

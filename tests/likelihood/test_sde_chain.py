@@ -7,7 +7,9 @@ import torch
 from scipy import stats
 
 import labkit
-from labkit.likelihood.sde_chain import chain_kl_1d, chain_marginal_1d, level_grids
+from labkit.likelihood.sde_chain import (_markov_solver, _step_coefficients, chain_kl_1d,
+                                         chain_marginal_1d, level_grids)
+from labkit.solvers.base import CountingDenoiser
 
 F64 = torch.float64
 MU0, V0 = 0.5, 0.64  # target N(MU0, V0): D(x, s) = MU0 + k(s) (x - MU0), k = V0 / (V0 + s^2)
@@ -87,14 +89,26 @@ def test_kl_bound_holds_and_shrinks_under_refinement():
         assert est.contains(kl)
         widths.append(est.half_width)
     assert widths[0] == math.inf and widths[1] == math.inf and widths[2] < 1e-3
-    # Mixture: two finite bounds, nested and shrinking (measured 8.7e-4, then 2.7e-9).
+    # Mixture: two finite bounds, nested and shrinking. A priori: for a rule whose error at
+    # least halves when h does (any order >= 1; the trapezoid rule is O(h^2) on resolved
+    # kernels), |KL_h - KL_h/2| >= e(h) - e(h/2) >= e(h/2), so the coarse interval (G = 201,
+    # value KL_h/2) contains KL_h/4 (the fine value, G = 401); and O(h^2) makes the next
+    # difference at most about a quarter of this one (the spectral rate of resolved kernels
+    # makes it far smaller). Negative control: the same containment check rejects the KL
+    # to a target whose means are shifted by 0.2 (a change of about 0.2^2 / 2 times the
+    # Fisher information, E[1 / variance] ~ 6, i.e. ~0.1, far outside a converged bound).
     sigmas = labkit.grids.karras(10, 0.02, 10.0).to(F64)
     coarse = chain_kl_1d(_mixture(), _mixture(), sigmas, "euler_ancestral", n_points=201,
                          lo=-4, hi=4)
     fine = chain_kl_1d(_mixture(), _mixture(), sigmas, "euler_ancestral", n_points=401,
                        lo=-4, hi=4)
-    assert fine.half_width < coarse.half_width / 100
+    assert math.isfinite(coarse.half_width) and fine.half_width <= coarse.half_width / 4
     assert coarse.contains(fine.value)
+    m = _mixture()
+    shifted = labkit.GaussianMixture(m.means + 0.2, m.covs, m.weights)
+    wrong = chain_kl_1d(_mixture(), shifted, sigmas, "euler_ancestral", n_points=401,
+                        lo=-4, hi=4)
+    assert not coarse.contains(wrong.value), (coarse, wrong)
 
 
 def _bin_probabilities(chain, edges):
@@ -152,7 +166,7 @@ def test_other_one_draw_solvers_conserve_mass():
     # dpmpp_2s_ancestral and langevin_pc without corrector are one-draw Markov steps too; their
     # chain keeps unit mass (1e-3: off-grid tails at 8 sigma plus the O(h^2) interpolation of the last step).
     sigmas = labkit.grids.karras(6, 0.05, 10.0).to(F64)
-    grid = level_grids(sigmas, 301, -4, 4)
+    grid = level_grids(sigmas, 1201, -4, 4)  # resolves the expanding steps (no warning)
     for solver, options in (("dpmpp_2s_ancestral", {}), ("langevin_pc", {"n_corrector": 0})):
         chain = chain_marginal_1d(_mixture(), sigmas, solver, grid=grid, **options)
         torch.testing.assert_close(chain.mass, torch.ones_like(chain.mass), rtol=0, atol=1e-3)
@@ -162,3 +176,66 @@ def test_unresolved_grid_warns():
     sigmas = labkit.grids.karras(8, 0.05, 10.0).to(F64)
     with pytest.warns(UserWarning, match="grid spacing"):
         chain_marginal_1d(_gaussian(), sigmas, "ddpm", grid=level_grids(sigmas, 21, -3, 3))
+
+
+def test_float32_grid_follows_dtype():
+    # A float64 level grid cast to float32 is uniform to a few float32 ulps: accepted, and the
+    # chain runs in float32. Tolerance a priori: each step's (G, G) product sums G terms with
+    # relative round-off <= G eps32, over N noisy steps: N G eps32 of the peak (8 * 401 *
+    # 1.2e-7 = 3.8e-4). Negative control: one node moved by 1% of the spacing is rejected.
+    sigmas = labkit.grids.karras(8, 0.05, 10.0).to(F64)
+    grid = level_grids(sigmas, 401, MU0 - 6.4, MU0 + 6.4)
+    c64 = chain_marginal_1d(_gaussian(), sigmas, "ddpm", grid=grid)
+    c32 = chain_marginal_1d(_gaussian(), sigmas, "ddpm", grid=grid.float())
+    assert c32.densities.dtype == c32.noise_scales.dtype == torch.float32
+    assert c32.noise_scales.device == grid.device
+    tol = 8 * 401 * torch.finfo(torch.float32).eps * float(c64.densities[:-1].max())
+    torch.testing.assert_close(c32.densities[:-1].double(), c64.densities[:-1], rtol=0, atol=tol)
+    bad = grid.float().clone()
+    bad[3, 10] += 0.01 * float(bad[3, 1] - bad[3, 0])
+    with pytest.raises(ValueError, match="uniform"):
+        chain_marginal_1d(_gaussian(), sigmas, "ddpm", grid=bad)
+
+
+def test_negative_noise_scale_is_its_absolute_value():
+    # s z and -s z have the same law: a step with a negative noise scale (euler_ancestral with
+    # its s_noise forced to -1) has the coefficients of s_noise = +1.
+    sigmas = labkit.grids.karras(4, 0.05, 10.0).to(F64)
+    x = torch.linspace(-5, 5, 11, dtype=F64)
+    plus = _markov_solver("euler_ancestral", {})
+    minus = _markov_solver("euler_ancestral", {})
+    minus.s_noise = -1.0
+    model = CountingDenoiser(_gaussian())
+    m1, s1, _ = _step_coefficients(plus, model, x, 1, sigmas)
+    m2, s2, _ = _step_coefficients(minus, model, x, 1, sigmas)
+    assert bool((s1 > 0).all())
+    torch.testing.assert_close(m2, m1, rtol=0, atol=0)
+    torch.testing.assert_close(s2, s1, rtol=0, atol=1e-15)  # a few ulps of s ~ 0.5
+
+
+def test_expanding_step_is_flagged_unresolved():
+    # Between two modes (variance 0.1 at +-2) a late euler_ancestral step expands, m' up to ~8:
+    # the kernel N(y; m(x), s^2) has width s / |m'| in x. On 161 points every step has s >= h
+    # (a noise-scale-only check passes), but step 3's width in x is 0.13 h. The warning is
+    # right: a resolved kernel (>= 0.7 h) gives densities accurate to ~1e-4 of the peak (the
+    # trapezoid's 2 exp(-2 pi^2 0.49)), so grids of G and 2G - 1 points must agree to that at
+    # the shared nodes; they do after the resolved steps 0-2 and miss by more after step 3.
+    target = labkit.GaussianMixture(torch.tensor([[-2.0], [2.0]], dtype=F64),
+                                    torch.tensor([[[0.1]], [[0.1]]], dtype=F64))
+    sigmas = labkit.grids.karras(5, 0.1, 10.0).to(F64)
+    grid = level_grids(sigmas, 161, -4, 4)
+    step, model = _markov_solver("euler_ancestral", {}), CountingDenoiser(target)
+    for i in range(4):
+        _, scale, _ = _step_coefficients(step, model, grid[i], i, sigmas)
+        h = max(float(grid[i, 1] - grid[i, 0]), float(grid[i + 1, 1] - grid[i + 1, 0]))
+        assert float(scale.min()) >= 0.7 * h
+    with pytest.warns(UserWarning, match="step 3: kernel width"):
+        coarse = chain_marginal_1d(target, sigmas, "euler_ancestral", grid=grid)
+    assert [i for i, _, _ in coarse.unresolved] == [3]
+    with pytest.warns(UserWarning, match="step 3"):  # 0.24 h' at twice the points: still flagged
+        fine = chain_marginal_1d(target, sigmas, "euler_ancestral",
+                                 grid=level_grids(sigmas, 321, -4, 4))
+    diff = (coarse.densities - fine.densities[:, ::2]).abs().amax(1) / fine.densities.amax(1)
+    assert bool((diff[1:4] < 1e-4).all()) and float(diff[4]) > 1e-4, diff
+    est = chain_kl_1d(target, target, sigmas, "euler_ancestral", n_points=161, lo=-4, hi=4)
+    assert est.half_width == math.inf
