@@ -11,9 +11,14 @@ variance is ``2 (||J_s||_F^2 - sum_i J_ii^2)`` for Rademacher probes, ``J_s = (J
 Why the toy setting tests it: on Gaussian mixtures ``log p_sigma`` is known in closed form at
 every noise level, so the flow's log-density at ``sigma_min`` can be compared with the truth
 directly, with the exact prior ``p_sigma_max`` as the boundary term. The only other error is
-RK4's, bounded per point by twice its Richardson estimate (``labkit.likelihood.flow``), and
-far below the claimed tolerance. For the estimator, the exact divergence and the full Jacobian
-come from ``d`` reverse passes, so bias and variance are compared with exact values.
+RK4's, which Richardson extrapolation estimates per point (``labkit.likelihood.flow``); at the
+worst point the actual error is close to that estimate, and both are far below the claimed
+tolerance (at round-off-sized points the ratio scatters more; the table reports it). For the
+estimator, the exact divergence and the full Jacobian come from ``d`` reverse passes, so bias
+and variance are compared with exact values. The variance claim is measured on the 8-D
+Gaussian only: in d = 2 a Rademacher estimate misses ``tr J`` by exactly ``+-(J_12 + J_21)``,
+so its squared error equals the formula draw by draw and the 2-D target is an identity (kept in
+the estimator table as a sanity check), not a test.
 
 Negative controls: (1) the flow of a perturbed denoiser (mixture means shifted by 0.3, Gaussian
 covariance scaled by 1.2) must miss the truth by more than the tolerance; (2) probes scaled by
@@ -43,6 +48,8 @@ TITLE = "Likelihoods: the exact PF-ODE gives exact log-densities; Hutchinson is 
 TOL = 1e-3  # nats: claimed region [0, TOL] for the worst point's likelihood error
 BIAS_BAND = 0.02  # claimed region [-BIAS_BAND, BIAS_BAND] for Hutchinson's relative bias
 VAR_BAND = (0.9, 1.1)  # claimed region for empirical / formula variance
+# Targets whose draws measure the variance claim: in d = 2 it holds draw by draw (an identity).
+VARIANCE_TARGETS = ("gaussian_8d",)
 
 CLAIMS = (
     Claim(id="pf_ode_exact_likelihood",
@@ -65,7 +72,8 @@ CLAIMS = (
           statement="With Rademacher probes the variance of eps^T J eps is "
                     "2 (||J_s||_F^2 - sum_i J_ii^2).",
           quantity="ratio mean((estimate - tr J)^2) / mean(formula variance) over points x "
-                   "probes, normal 95% interval (delta method)",
+                   "probes of the 8-D Gaussian (in d = 2 the ratio is 1 draw by draw), normal "
+                   "95% interval (delta method)",
           region=VAR_BAND),
 )
 
@@ -184,7 +192,9 @@ def run(config: Config, out_dir: Path) -> Result:
 
     rows, ctrl_rows, scatter = [], [], {}
     table = [["target", "d", "points", "RK4 steps", "nfe", "max |error|", "max Richardson est",
-              "control max |error|", "control median |error|"]]
+              "error / estimate at worst point", "min error / estimate",
+              "max error / estimate", "points with error > 2 x estimate",
+              "max |error| among those", "control max |error|", "control median |error|"]]
     for name, (target, wrong) in targets.items():
         x = target.sample_noised(config.n_points, config.sigma_min, g)
         flow, exact, est, nfe = likelihood_errors(target, target, x, config)
@@ -193,9 +203,14 @@ def run(config: Config, out_dir: Path) -> Result:
         ctrl_rows.append((c_flow, exact, c_est))
         scatter[name] = (exact, flow, c_flow)
         c_err = (c_flow - exact).abs()
+        err = (flow - exact).abs()
+        ratio = err / est.clamp_min(torch.finfo(est.dtype).tiny)
+        outside = err > 2 * est
         table.append([name, target.dim, config.n_points, config.n_steps, nfe,
-                      float((flow - exact).abs().max()), float(est.max()), float(c_err.max()),
-                      float(c_err.median())])
+                      float(err.max()), float(est.max()), float(ratio[err.argmax()]),
+                      float(ratio.min()), float(ratio.max()), int(outside.sum()),
+                      float(err[outside].max()) if bool(outside.any()) else 0.0,
+                      float(c_err.max()), float(c_err.median())])
     checks = [Check.evaluate(
         CLAIMS[0], worst_error(rows),
         f"flows of perturbed denoisers: mixture means shifted by {config.shift:g}, Gaussian "
@@ -207,14 +222,16 @@ def run(config: Config, out_dir: Path) -> Result:
              for name, (t, _) in targets.items()}
     cat = [tuple(torch.cat([draws[n][k][j] for n in draws]) for j in range(3))
            for k in range(3)]
+    var_cat = [tuple(torch.cat([draws[n][k][j] for n in VARIANCE_TARGETS]) for j in range(3))
+               for k in range(3)]
     checks.append(Check.evaluate(
         CLAIMS[1], relative_bias(*cat[0][:2]),
         f"Rademacher probes scaled by {config.probe_scale:g} (E[eps eps^T] = "
         f"{config.probe_scale ** 2:.2f} I)", relative_bias(*cat[1][:2])))
     checks.append(Check.evaluate(
-        CLAIMS[2], variance_ratio(*cat[0]),
-        "Gaussian probes judged against the Rademacher variance formula",
-        variance_ratio(*cat[2])))
+        CLAIMS[2], variance_ratio(*var_cat[0]),
+        f"Gaussian probes judged against the Rademacher variance formula "
+        f"({', '.join(VARIANCE_TARGETS)})", variance_ratio(*var_cat[2])))
 
     est_table = [["target", "probes", "draws", "relative bias", "variance ratio (Rademacher "
                   "formula)"]]

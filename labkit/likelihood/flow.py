@@ -220,10 +220,14 @@ def flow_log_prob(denoiser: Callable, x: Tensor, *, sigma_min: float, sigma_max:
 
     Notes
     -----
-    **Error bound.** For a smooth field the global error of an order-``p`` method on a uniform
-    grid is ``C h^p + O(h^{p+1})`` with ``h = log(sigma_max / sigma_min) / n_steps``, so halving
-    ``h`` divides it by ``2^p`` (16 for RK4) and ``|l_N - l_{N/2}| / (2^p - 1)`` estimates the
-    error of ``l_N``. Cost per point: ``stages * n_steps`` denoiser calls (x1.5 with the error
+    **Error estimate (not a bound).** For a smooth field the global error of an order-``p``
+    method on a uniform grid is ``C h^p + O(h^{p+1})`` with
+    ``h = log(sigma_max / sigma_min) / n_steps``, so halving ``h`` divides it by ``2^p`` (16 for
+    RK4) and ``|l_N - l_{N/2}| / (2^p - 1)`` (Richardson) estimates the error of ``l_N``. It is
+    an asymptotic estimate: where the error is near round-off, or the observed order is far
+    from ``p``, the actual error can exceed it by a few times (see ``docs/likelihood.md``). It
+    covers the integration only, not the boundary term: the default prior
+    ``N(0, sigma_max^2 I)`` adds an error of order ``|m| / sigma_max`` per point. Cost per point: ``stages * n_steps`` denoiser calls (x1.5 with the error
     estimate), each followed by ``d`` (exact) or ``n_probes`` (Hutchinson) reverse passes.
 
     References
