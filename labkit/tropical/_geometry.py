@@ -66,11 +66,16 @@ class Box:
 
 
 def as_box(box: Any, dim: int) -> Box:
-    """Validate ``box``: a positive float ``r`` (the cube ``[-r, r]^dim``), a pair
-    ``(low, high)`` of floats or ``(dim,)`` arrays, or a ``(dim, 2)`` array of ``[low, high]``
-    rows."""
-    form = (f"box must be a positive float r (for [-r, r]^{dim}), a pair (low, high) of floats "
-            f"or ({dim},) arrays, or a ({dim}, 2) array")
+    """Validate ``box``: a positive float ``r`` (the cube ``[-r, r]^dim``), a tuple or list
+    ``(low, high)`` of floats or ``(dim,)`` arrays, or a ``(dim, 2)`` array or tensor of
+    ``[low, high]`` rows.
+
+    A tuple or list of two entries is always ``(low, high)``; an array or tensor of shape
+    ``(dim, 2)`` is always rows (so in 2-D ``np.array([[0, 1], [2, 3]])`` is ``x in [0, 1]``,
+    ``y in [2, 3]``); an array of shape ``(2,)`` is ``(low, high)`` for every coordinate.
+    """
+    form = (f"box must be a positive float r (for [-r, r]^{dim}), a tuple (low, high) of floats "
+            f"or ({dim},) arrays, or a ({dim}, 2) array of [low, high] rows")
     if isinstance(box, Box):
         if box.dim != dim:
             raise ValueError(f"box has dimension {box.dim}, the network's input has {dim}")
@@ -82,20 +87,30 @@ def as_box(box: Any, dim: int) -> Box:
         if not np.isfinite(r) or r <= 0:
             raise ValueError(f"{form}, got {box}")
         low, high = np.full(dim, -r), np.full(dim, r)
+    elif isinstance(box, (tuple, list)) and len(box) == 2:
+        ends = []
+        for end in box:
+            try:
+                value = np.asarray(end.detach().cpu() if hasattr(end, "detach") else end,
+                                   dtype=np.float64)
+            except (TypeError, ValueError) as err:
+                raise TypeError(f"{form}, got {type(end).__name__} in the pair") from err
+            if value.shape not in ((), (dim,)):
+                raise ValueError(f"{form}, got an end of shape {value.shape}")
+            ends.append(np.broadcast_to(value, (dim,)).copy())
+        low, high = ends
     else:
         try:
             arr = np.asarray(box.detach().cpu() if hasattr(box, "detach") else box,
                              dtype=np.float64)
         except (TypeError, ValueError) as err:
             raise TypeError(f"{form}, got {type(box).__name__}") from err
-        if arr.shape == (2,):
-            low, high = np.full(dim, arr[0]), np.full(dim, arr[1])
-        elif arr.shape == (2, dim):
-            low, high = arr[0].copy(), arr[1].copy()
-        elif arr.shape == (dim, 2):
+        if arr.shape == (dim, 2):
             low, high = arr[:, 0].copy(), arr[:, 1].copy()
+        elif arr.shape == (2,):
+            low, high = np.full(dim, arr[0]), np.full(dim, arr[1])
         else:
-            raise ValueError(f"{form}, got shape {arr.shape}")
+            raise ValueError(f"{form}, got an array of shape {arr.shape}")
     if not (np.isfinite(low).all() and np.isfinite(high).all()) or not (high > low).all():
         raise ValueError(f"{form} with finite low < high in every coordinate, got low={low}, "
                          f"high={high}")

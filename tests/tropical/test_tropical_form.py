@@ -98,3 +98,20 @@ def test_bad_networks_raise_clear_errors():
         as_network([(np.ones((3, 2)), np.zeros(3)), (np.ones((1, 4)), np.zeros(1))])
     with pytest.raises(ValueError, match="logit"):
         tropical_form([(np.ones((3, 2)), np.zeros(3))], box=1.0)
+
+
+def test_box_forms_are_unambiguous():
+    """A (dim, 2) array is rows [low, high] even in 2-D; a tuple is (low, high)."""
+    from labkit.tropical._geometry import as_box
+    rows = as_box(np.array([[0.0, 1.0], [2.0, 3.0]]), 2)      # x in [0, 1], y in [2, 3]
+    np.testing.assert_array_equal(rows.low, [0.0, 2.0])
+    np.testing.assert_array_equal(rows.high, [1.0, 3.0])
+    pair = as_box((np.array([0.0, 2.0]), np.array([1.0, 3.0])), 2)
+    np.testing.assert_array_equal(pair.low, rows.low)
+    np.testing.assert_array_equal(pair.high, rows.high)
+    scalars = as_box((-1.0, 2.0), 3)
+    np.testing.assert_array_equal(scalars.low, [-1.0] * 3)
+    with pytest.raises(ValueError, match="shape"):
+        as_box(np.zeros((2, 3)), 3)   # (2, dim) arrays are not guessed
+    with pytest.raises(ValueError, match="low < high"):
+        as_box(np.array([[1.0, 0.0], [2.0, 3.0]]), 2)
