@@ -36,6 +36,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import labkit
+from _common import write_json
 
 K = 16
 SIGMA = 0.5
@@ -191,8 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"threads": torch.get_num_threads(), "torch": torch.__version__, "K": K,
               "sigma": SIGMA, "quick": args.quick, "rows": rows, "summary": summary}
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
+        write_json(args.out, result)
     return result
 
 

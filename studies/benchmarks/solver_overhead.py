@@ -32,7 +32,6 @@ Peers that are not importable are reported as "not installed". Run
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -46,6 +45,7 @@ import labkit
 from labkit import grids
 from labkit.solvers import SOLVERS
 from labkit.solvers.reference import reference_flow
+from _common import load_module, write_json
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 10
@@ -66,15 +66,8 @@ SIGMA_STATE = {"EulerDiscreteScheduler", "HeunDiscreteScheduler", "LMSDiscreteSc
 _MB = 2.0 ** 20
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-KD_REF = _load("_kd_reference", ROOT / "tests/solvers/make_kdiffusion_reference.py")
-MIXTURE_SCORE = _load("_mixture_score", Path(__file__).with_name("mixture_score.py"))
+KD_REF = load_module("_kd_reference", ROOT / "tests/solvers/make_kdiffusion_reference.py")
+MIXTURE_SCORE = load_module("_mixture_score", Path(__file__).with_name("mixture_score.py"))
 
 
 def load_peers() -> tuple[object | None, object | None]:
@@ -325,8 +318,7 @@ def main(argv: list[str] | None = None) -> dict:
               "diffusers": None if diffusers is None else diffusers.__version__,
               "quick": args.quick, "overhead": rows, "best_at_budget": best}
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
+        write_json(args.out, result)
     return result
 
 

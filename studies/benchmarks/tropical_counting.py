@@ -27,10 +27,7 @@ Run ``python studies/benchmarks/tropical_counting.py [--quick] [--out PATH]``; t
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -39,6 +36,7 @@ import torch
 
 from labkit.tropical import (ExactCountLimitError, count_boundary_pieces, count_linear_regions,
                              sample_lower_bound)
+from _common import write_json
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "results" / "benchmarks" / "tropical_counting.json"
@@ -152,19 +150,6 @@ def print_table(rows: list[dict]) -> None:
             flush=True)
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
@@ -189,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"torch": torch.__version__, "threads": torch.get_num_threads(),
               "quick": args.quick, "box": BOX, "samples": args.samples, "rows": rows,
               "budget_s": BUDGET_S, "largest_within_budget": search}
-    write_json_atomic(args.out, result)
+    write_json(args.out, result)
     return result
 
 

@@ -7,8 +7,8 @@ pair, in one run:
 * exact: ``labkit.metrics.ot.wasserstein2(x, y, n_boot=0)`` (POT ``ot.emd2`` on the float64 cost
   matrix) -- the reference value ``W2^2`` of that same pair;
 * Sinkhorn: ``sinkhorn(x, y, epsilon=c * median(M), n_boot=0, stop_threshold=1e-3)`` for ``c``
-  in {0.1, 0.01} (three log-domain solves each; only for n <= ``--max-sinkhorn-n``, 1000 by
-  default, because its iterations over the n x n matrix dominate the run);
+  in {0.1, 0.01} (three solves each; only for n <= ``--max-sinkhorn-n``, 2000 by default,
+  because its iterations over the n x n matrix dominate the run beyond that);
 * sliced: ``sliced_wasserstein2(x, y, n_projections=256)``.
 
 Reported per method: time (median of ``--repeats`` calls, 1 call for Sinkhorn and for exact at
@@ -26,12 +26,8 @@ Run ``python studies/benchmarks/w2_methods.py [--quick] [--out results/benchmark
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -40,6 +36,7 @@ import torch
 
 import labkit
 from labkit.metrics.ot import sinkhorn, sliced_wasserstein2, wasserstein2
+from _common import load_module, write_json
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "results" / "benchmarks" / "w2_methods.json"
@@ -48,14 +45,7 @@ STOP = 1e-3  # Sinkhorn's L1 marginal violation: 1e-5 took 2-4x more iterations 
 _MB = 2.0 ** 20
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-MIXTURE_SCORE = _load("_mixture_score", Path(__file__).with_name("mixture_score.py"))
+MIXTURE_SCORE = load_module("_mixture_score", Path(__file__).with_name("mixture_score.py"))
 
 
 def mixture(d: int) -> labkit.GaussianMixture:
@@ -145,25 +135,12 @@ def format_row(row: dict) -> str:
         + " | ".join(cells)
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp's 0o600 would make the record private
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="n = 200 (2-D) and 100 (16-D), 1 repeat")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--max-sinkhorn-n", type=int, default=1000,
+    parser.add_argument("--max-sinkhorn-n", type=int, default=2000,
                         help="largest n for Sinkhorn (its n x n iterations dominate the run)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
@@ -176,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"torch": torch.__version__, "threads": torch.get_num_threads(),
               "quick": args.quick, "eps_fractions_of_median_cost": list(EPS_FRACTIONS),
               "rows": rows}
-    write_json_atomic(args.out, result)
+    write_json(args.out, result)
     return result
 
 
