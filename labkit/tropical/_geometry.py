@@ -7,6 +7,7 @@ tolerance serves everywhere.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,8 +60,11 @@ class Box:
     def length_tol(self, tol: float | None) -> float:
         if tol is None:
             return LENGTH_RTOL * self.diameter
-        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0:
-            raise ValueError(f"tol must be a positive float (a length in input units), "
+        if isinstance(tol, (bool, np.bool_)) or not isinstance(tol, numbers.Real):
+            raise TypeError(f"tol must be a positive real number (a length in input units), "
+                            f"got {type(tol).__name__}")
+        if not (np.isfinite(float(tol)) and float(tol) > 0):
+            raise ValueError(f"tol must be a positive finite float (a length in input units), "
                              f"got {tol!r}")
         return float(tol)
 
@@ -119,15 +123,24 @@ def as_box(box: Any, dim: int) -> Box:
 
 @dataclass
 class LPCounter:
-    """Counts the linear programs solved (reported in every result)."""
+    """Counts the linear programs solved (reported in every result), or, with other ``what``
+    and ``name``, another unit of work (the polygon clips of the tropical method)."""
 
     n: int = 0
     limit: int | None = None
+    what: str = "the number of linear programs"
+    name: str = "max_lps"
 
-    def tick(self) -> None:
-        self.n += 1
+    def tick(self, k: int = 1) -> None:
+        self.n += k
         if self.limit is not None and self.n > self.limit:
-            raise limit_error("the number of linear programs", "max_lps", self.limit)
+            raise limit_error(self.what, self.name, self.limit)
+
+
+def clip_counter(max_clips: int) -> LPCounter:
+    """The work budget of the tropical method: polygon clipping operations (~30-100 us each)."""
+    return LPCounter(limit=max_clips, what="the number of polygon clips of the tropical method",
+                     name="max_clips")
 
 
 def chebyshev(a: np.ndarray, b: np.ndarray, counter: LPCounter, *,

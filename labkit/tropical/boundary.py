@@ -17,7 +17,10 @@ So a straight boundary line through several regions is **one** piece and an "X" 
 two. For generic weights the boundary bends at every region edge it crosses and the count is
 simply the number of regions it crosses; the merge rule only matters for degenerate geometry.
 Where ``f`` vanishes on a whole region the boundary is not ``(d-1)``-dimensional there: such
-regions are reported in ``flat_regions`` and contribute no piece.
+linear regions are reported in ``flat_regions`` and contribute no piece. A piece of ``{f = 0}``
+is counted whether or not ``f`` changes sign across it: ``f = |x|`` has one piece (the line
+``x = 0``) although the class ``f > 0`` never changes; this is the zero set of ``f``, the
+boundary of the closed class regions ``{f >= 0}`` and ``{f <= 0}`` taken together.
 
 Source caveat: the paper's full text was not available while this was written; the rule above
 is our reading of "the number of affine pieces of the boundary" (maximal flat pieces), and the
@@ -35,9 +38,8 @@ import numpy as np
 from ._geometry import (MAP_RTOL, LPCounter, UnionFind, as_box, chebyshev, group_rows,
                         normalised_hyperplanes)
 from .network import binary_network
-from .rational import tropical_form
 from .regions import enumerate_regions
-from .tropical_count import boundary_segments, merge_collinear, tropical_cells
+from .tropical_count import boundary_segments, merge_collinear, tropical_refinement
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,8 @@ class BoundaryCount:
     linear_regions : int
         Affine pieces of ``f`` in the box (the by-product count).
     flat_regions : int
-        Regions where ``f`` vanishes identically (boundary of full dimension there).
+        Linear regions (maximal affine pieces, as in ``linear_regions``) on which ``f``
+        vanishes identically: the zero set is full-dimensional there and contributes no piece.
     method : str
     n_lps : int
     seconds : float
@@ -75,11 +78,12 @@ def _lp_pieces(enum: Any, counter: LPCounter) -> tuple[int, int, int]:
     network, eps = enum.network, enum.tol
     atol = MAP_RTOL * network.scale
     d = network.input_dim
-    planes, polys, flat = [], [], 0
-    for reg in enum.regions:
+    planes, polys, flat = [], [], set()
+    for reg, label in zip(enum.regions, enum.labels):
         g, h = reg.jacobian[0], float(reg.offset[0])
         if np.linalg.norm(g) <= atol:
-            flat += int(abs(h) <= atol)
+            if abs(h) <= atol:
+                flat.add(int(label))
             continue
         row = normalised_hyperplanes(g[None, :], np.array([h]))[0]
         _, r = chebyshev(reg.A, reg.b, counter, eq=(row[None, :d], -row[d:]))
@@ -87,7 +91,7 @@ def _lp_pieces(enum: Any, counter: LPCounter) -> tuple[int, int, int]:
             planes.append(row)
             polys.append((reg.A, reg.b))
     if not planes:
-        return 0, 0, flat
+        return 0, 0, len(flat)
     rows = np.array(planes)
     groups = group_rows(rows, np.r_[np.full(d, 1e-7), eps])
     uf = UnionFind(len(planes))
@@ -99,7 +103,7 @@ def _lp_pieces(enum: Any, counter: LPCounter) -> tuple[int, int, int]:
                     continue
                 if _touch(rows[i], polys[i], polys[j], d, eps, counter):
                     uf.union(int(i), int(j))
-    return uf.n_sets(), len(planes), flat
+    return uf.n_sets(), len(planes), len(flat)
 
 
 def _touch(plane: np.ndarray, pi: tuple, pj: tuple, d: int, eps: float,
@@ -121,7 +125,9 @@ def _touch(plane: np.ndarray, pi: tuple, pj: tuple, d: int, eps: float,
 
 def count_boundary_pieces(net: Any, box: Any, method: str = "lp", *, logit: Any = None,
                           tol: float | None = None, max_regions: int = 20000,
-                          max_lps: int = 500000, max_monomials: int = 20000) -> BoundaryCount:
+                          max_lps: int = 500000, max_monomials: int = 20000,
+                          max_clips: int = 2_000_000, check_samples: int = 100_000
+                          ) -> BoundaryCount:
     """Exact number of affine pieces of the decision boundary ``{f = 0}`` inside ``box``.
 
     Parameters
@@ -136,8 +142,10 @@ def count_boundary_pieces(net: Any, box: Any, method: str = "lp", *, logit: Any 
         The scalar ``f``; default: the single output, or ``out[1] - out[0]`` for 2 outputs.
     tol : float, optional
         Length tolerance (default ``1e-6 *`` box diameter).
-    max_regions, max_lps, max_monomials : int
-        Size limits; exceeding one raises ``ExactCountLimitError`` naming it.
+    max_regions, max_lps, max_monomials, max_clips, check_samples : int
+        Positive size limits and the up-front sample check, as in
+        :func:`labkit.tropical.counting.count_linear_regions`; exceeding a limit raises
+        ``ExactCountLimitError`` naming it.
 
     Returns
     -------
@@ -151,13 +159,14 @@ def count_boundary_pieces(net: Any, box: Any, method: str = "lp", *, logit: Any 
     eps = dom.length_tol(tol)
     if method == "lp":
         enum = enumerate_regions(network, dom, tol=eps, max_regions=max_regions,
-                                 max_lps=max_lps)
+                                 max_lps=max_lps, check_samples=check_samples)
         counter = LPCounter(n=enum.n_lps, limit=max_lps)
         pieces, raw, flat = _lp_pieces(enum, counter)
         return BoundaryCount(pieces, raw, enum.n_linear_regions, flat, "lp", counter.n,
                              time.perf_counter() - start, eps)
-    form = tropical_form(network, dom, tol=eps, max_monomials=max_monomials)
-    cells = tropical_cells(form, dom, eps, max_regions)
+    form, cells = tropical_refinement(network, dom, eps, max_regions=max_regions,
+                                      max_monomials=max_monomials, max_clips=max_clips,
+                                      check_samples=check_samples)
     lines, intervals, flat = boundary_segments(cells, eps, network.scale)
     pieces = merge_collinear(lines, intervals, eps)
     return BoundaryCount(pieces, len(intervals), cells.n_linear_regions, flat, "tropical",

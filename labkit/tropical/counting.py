@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._geometry import as_box
-from .network import binary_network
-from .rational import tropical_form
+from .network import as_network, binary_network
 from .regions import enumerate_regions
-from .tropical_count import tropical_cells
+from .tropical_count import tropical_refinement
 
 
 @dataclass(frozen=True)
@@ -50,8 +49,16 @@ class RegionCount:
 
 def count_linear_regions(net: Any, box: Any, method: str = "lp", *, logit: Any = None,
                          tol: float | None = None, max_regions: int = 20000,
-                         max_lps: int = 500000, max_monomials: int = 20000) -> RegionCount:
+                         max_lps: int = 500000, max_monomials: int = 20000,
+                         max_clips: int = 2_000_000, check_samples: int = 100_000
+                         ) -> RegionCount:
     """Exact number of linear regions of a ReLU network inside ``box``.
+
+    Which map is counted: the scalar ``f`` of :func:`binary_network` whenever ``logit`` is
+    given or the network has 1 or 2 outputs (2 outputs: ``f = out[1] - out[0]``, the binary
+    classifier's logit difference), by both methods. A network with more than 2 outputs and no
+    ``logit``: ``"lp"`` counts the regions of the whole output vector (a region ends where any
+    output bends) and ``"tropical"`` raises ``ValueError``.
 
     Parameters
     ----------
@@ -60,20 +67,27 @@ def count_linear_regions(net: Any, box: Any, method: str = "lp", *, logit: Any =
         ``r`` for ``[-r, r]^d``, ``(low, high)``, or a ``(d, 2)`` array.
     method : {"lp", "tropical"}
         ``"lp"``: breadth-first enumeration of activation regions with Chebyshev-ball LPs
-        (any input dimension, any number of outputs); ``"tropical"``: exact polygon geometry of
-        ``F - G`` (input dimension 2, scalar ``f`` chosen by ``logit``).
+        (any input dimension); ``"tropical"``: exact polygon geometry of ``F - G`` (input
+        dimension 2, scalar ``f``).
     logit : None, int or pair
-        Only for ``"tropical"`` (which needs a scalar output); see ``binary_network``.
+        The scalar ``f`` to count (see ``binary_network``); see above for the default.
     tol : float, optional
-        Length tolerance (default ``1e-6 *`` box diameter).
-    max_regions, max_lps, max_monomials : int
-        Limits; exceeding one raises ``ExactCountLimitError`` (a ``ValueError``) naming the
+        Length tolerance (default ``1e-6 *`` box diameter); any positive real number.
+    max_regions, max_lps, max_monomials, max_clips : int
+        Positive limits: activation regions (``"lp"``) or tropical cells, LPs, monomials of an
+        intermediate tropical polynomial, polygon clips of the tropical method (its work
+        budget). Exceeding one raises ``ExactCountLimitError`` (a ``ValueError``) naming the
         limit and suggesting ``sample_lower_bound``.
+    check_samples : int
+        Both methods first compare the distinct activation patterns of this many uniform
+        points (a lower bound on the activation regions) with ``max_regions`` and raise at
+        once when they exceed it; ``0`` skips the check.
 
     Examples
     --------
     Three lines in general position cut a large square into ``1 + 3 + 3 = 7`` regions:
 
+    >>> import numpy as np
     >>> w1 = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]); b1 = np.array([0.0, 0.0, -1.0])
     >>> count_linear_regions([(w1, b1), (np.ones((1, 3)), np.zeros(1))], 10.0).linear_regions
     7
@@ -81,14 +95,22 @@ def count_linear_regions(net: Any, box: Any, method: str = "lp", *, logit: Any =
     if method not in ("lp", "tropical"):
         raise ValueError(f"method must be 'lp' or 'tropical', got {method!r}")
     start = time.perf_counter()
-    if method == "lp":
-        enum = enumerate_regions(net, box, tol=tol, max_regions=max_regions, max_lps=max_lps)
-        return RegionCount(enum.n_linear_regions, enum.n_activation_regions, None, "lp",
-                           enum.n_lps, time.perf_counter() - start, enum.tol)
-    network = binary_network(net, logit)
+    network = as_network(net)
+    if logit is not None or network.output_dim <= 2:
+        network = binary_network(network, logit)
+    elif method == "tropical":
+        raise ValueError(f"method='tropical' counts the regions of a scalar f, and net has "
+                         f"{network.output_dim} outputs: pass logit=k or logit=(i, j), or use "
+                         f"method='lp' for the regions of the whole output vector")
     dom = as_box(box, network.input_dim)
     eps = dom.length_tol(tol)
-    form = tropical_form(network, dom, tol=eps, max_monomials=max_monomials)
-    cells = tropical_cells(form, dom, eps, max_regions)
+    if method == "lp":
+        enum = enumerate_regions(network, dom, tol=eps, max_regions=max_regions,
+                                 max_lps=max_lps, check_samples=check_samples)
+        return RegionCount(enum.n_linear_regions, enum.n_activation_regions, None, "lp",
+                           enum.n_lps, time.perf_counter() - start, enum.tol)
+    form, cells = tropical_refinement(network, dom, eps, max_regions=max_regions,
+                                      max_monomials=max_monomials, max_clips=max_clips,
+                                      check_samples=check_samples)
     return RegionCount(cells.n_linear_regions, None, len(cells.polygons), "tropical", form.n_lps,
                        time.perf_counter() - start, eps)

@@ -93,6 +93,27 @@ class ReLUNetwork:
             return np.zeros((np.asarray(x).shape[0], 0), dtype=bool)
         return np.concatenate(zs, axis=1) > 0.0
 
+    def canonical_pattern(self, pattern: np.ndarray, atol: float) -> np.ndarray:
+        """``pattern`` with every neuron whose pre-activation is identically zero on the region
+        (row ``(a_k, c_k)`` of :meth:`region_maps` within ``atol`` of 0) set inactive.
+
+        Such a neuron outputs 0 in either state, so its "on" and "off" patterns describe the
+        same polytope and the same output map; without this rule one region could be counted
+        twice (the forward pass ``z > 0`` reaches either copy by round-off). Applied layer by
+        layer, since forcing a neuron changes the rows downstream.
+        """
+        d = self.input_dim
+        out = np.array(pattern, dtype=bool)
+        m, v, start = np.eye(d), np.zeros(d), 0
+        for w, b in zip(self.weights[:-1], self.biases[:-1]):
+            a, c = w @ m, w @ v + b
+            stop = start + w.shape[0]
+            zero = (np.abs(a).max(axis=1) <= atol) & (np.abs(c) <= atol)
+            out[start:stop] &= ~zero
+            s = out[start:stop].astype(np.float64)
+            m, v, start = s[:, None] * a, s * c, stop
+        return out
+
     def region_maps(self, pattern: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
                                                         np.ndarray]:
         """Affine maps valid on the activation region of ``pattern``.

@@ -101,8 +101,8 @@ class MaxPlusPolynomial:
         return MaxPlusPolynomial(self.coefficients[keep], self.exponents[keep])
 
     def pruned(self, box: Box | None = None, *, tol: float | None = None,
-               counter: LPCounter | None = None, max_monomials: int | None = None
-               ) -> "MaxPlusPolynomial":
+               counter: LPCounter | None = None, max_monomials: int | None = None,
+               clips: LPCounter | None = None) -> "MaxPlusPolynomial":
         """Drop the monomials that are never the maximum (on ``R^d``, or inside ``box``).
 
         Monomial ``k`` is kept when its region ``{x : c_k + e_k.x >= c_l + e_l.x for all l}``
@@ -112,6 +112,8 @@ class MaxPlusPolynomial:
         float64: a monomial of ``R^d`` is kept iff ``(e_k, c_k)`` is a vertex of the upper hull
         of the lifted points, checked by the LP ``max t`` subject to
         ``c_k - c_l + (e_k - e_l).x >= t`` (kept iff ``t > 1e-12`` times the coefficient scale).
+
+        ``clips`` (optional) counts the polygon clips of the 2-D path against its limit.
 
         Caveat: float64 arithmetic. Monomials maximal only on a sliver thinner than ``tol`` are
         dropped (an error of at most ``tol`` times the slope differences in the value there).
@@ -126,7 +128,7 @@ class MaxPlusPolynomial:
         if box is None:
             keep = _keep_unbounded(p, counter)
         elif p.dim == 2:
-            keep = np.array([cell.shape[0] > 0 for cell in monomial_cells_2d(p, box, tol)])
+            keep = np.array([cell.shape[0] > 0 for cell in monomial_cells_2d(p, box, tol, clips)])
         else:
             keep = _keep_in_box(p, box, box.length_tol(tol), counter)
         return MaxPlusPolynomial(p.coefficients[keep], p.exponents[keep])
@@ -188,8 +190,8 @@ def _upper_hull_neighbours(p: MaxPlusPolynomial) -> list[np.ndarray] | None:
     return neighbours
 
 
-def monomial_cells_2d(p: MaxPlusPolynomial, box: Box, tol: float | None = None
-                      ) -> list[np.ndarray]:
+def monomial_cells_2d(p: MaxPlusPolynomial, box: Box, tol: float | None = None,
+                      clips: LPCounter | None = None) -> list[np.ndarray]:
     """Polygon of each monomial's region inside a 2-D ``box`` (empty ``(0, 2)`` array when the
     monomial is never maximal on a set of width ``> tol``).
 
@@ -197,8 +199,10 @@ def monomial_cells_2d(p: MaxPlusPolynomial, box: Box, tol: float | None = None
     points ``(e_l, c_l)`` at vertex ``k`` (Zhang et al. 2018, Prop. 3.1): only the monomials
     off the upper hull are dead, and only upper-hull neighbours bound a region. Qhull supplies
     both; when it cannot (degenerate, coplanar lifted points) every other monomial's half-plane
-    is used. Each region is the box polygon clipped by those half-planes.
+    is used. Each region is the box polygon clipped by those half-planes; ``clips`` (optional)
+    counts the clipping operations against its limit.
     """
+    clips = clips if clips is not None else LPCounter()
     eps = box.length_tol(tol)
     neighbours = _upper_hull_neighbours(p)
     if neighbours is None:
@@ -224,6 +228,7 @@ def monomial_cells_2d(p: MaxPlusPolynomial, box: Box, tol: float | None = None
         for i in np.argsort(slack.min(axis=1)):
             if slack[i].min() >= -eps:
                 break  # sorted: the remaining half-planes contain the whole box
+            clips.tick()
             poly = _polygon.clip(poly, a[i], b[i], eps)
             if poly.shape[0] == 0:
                 break

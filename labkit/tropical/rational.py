@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from ._geometry import Box, LPCounter, as_box
+from .._checks import check_positive_int
+from ._geometry import Box, LPCounter, as_box, clip_counter
 from .network import ReLUNetwork, binary_network
 from .polynomial import MaxPlusPolynomial, monomial_cells_2d
 
@@ -42,6 +43,8 @@ class TropicalRational:
         LPs solved while pruning (0 in 2-D, where pruning clips polygons).
     seconds : float
         Construction time.
+    n_clips : int
+        Polygon clipping operations used (the work counted against ``max_clips``).
     """
 
     F: MaxPlusPolynomial
@@ -50,6 +53,7 @@ class TropicalRational:
     box: Box | None
     n_lps: int
     seconds: float
+    n_clips: int = 0
 
     def evaluate(self, x: Any) -> Any:
         """``F(x) - G(x)`` at points ``x`` of shape ``(n, d)`` (tensor in, tensor out)."""
@@ -59,14 +63,14 @@ class TropicalRational:
 
 
 def _product(p: MaxPlusPolynomial, q: MaxPlusPolynomial, box: Box | None, eps: float | None,
-             prune: Any) -> MaxPlusPolynomial:
+             prune: Any, clips: LPCounter) -> MaxPlusPolynomial:
     """Pruned tropical product ``p ⊙ q``. In 2-D with a box, monomial ``(i, j)`` of the product
     is maximal exactly on ``P_i ∩ Q_j`` (the argmax of a sum is the pair of argmaxes), so only
     pairs whose cells' bounding boxes overlap are formed: ``O(m_p + m_q)`` candidates instead of
     ``m_p m_q``. The final prune decides exactly."""
     if box is None or p.dim != 2 or p.n_monomials * q.n_monomials <= 64:
         return prune(p.times(q))
-    cp, cq = monomial_cells_2d(p, box, eps), monomial_cells_2d(q, box, eps)
+    cp, cq = monomial_cells_2d(p, box, eps, clips), monomial_cells_2d(q, box, eps, clips)
     ip = [i for i, c in enumerate(cp) if c.shape[0]]
     iq = [j for j, c in enumerate(cq) if c.shape[0]]
     lo_p = np.array([cp[i].min(axis=0) for i in ip]) - eps
@@ -94,7 +98,7 @@ def _combine(fs: list[MaxPlusPolynomial], gs: list[MaxPlusPolynomial], w: np.nda
 
 
 def tropical_form(net: Any, box: Any = None, *, logit: Any = None, tol: float | None = None,
-                  max_monomials: int = 20000) -> TropicalRational:
+                  max_monomials: int = 20000, max_clips: int = 2_000_000) -> TropicalRational:
     """Tropical rational form ``F - G`` of a ReLU network with a scalar output.
 
     Parameters
@@ -111,6 +115,10 @@ def tropical_form(net: Any, box: Any = None, *, logit: Any = None, tol: float | 
         Length tolerance of pruning (default ``1e-6 *`` box diameter).
     max_monomials : int
         Raise :class:`ExactCountLimitError` when an intermediate polynomial has more monomials.
+    max_clips : int
+        Work budget of the 2-D construction: raise :class:`ExactCountLimitError` after this
+        many polygon clipping operations (each ~30-100 us on one core, so the default stops a
+        too-large network after a few minutes; a 2-12-12-12-1 net needs ~4e5).
 
     Returns
     -------
@@ -127,13 +135,15 @@ def tropical_form(net: Any, box: Any = None, *, logit: Any = None, tol: float | 
     start = time.perf_counter()
     network = binary_network(net, logit)
     dom = None if box is None else as_box(box, network.input_dim)
+    max_monomials = check_positive_int(max_monomials, "max_monomials")
     counter = LPCounter()
+    clips = clip_counter(check_positive_int(max_clips, "max_clips"))
 
     def prune(p: MaxPlusPolynomial) -> MaxPlusPolynomial:
-        return p.pruned(dom, tol=tol, counter=counter, max_monomials=max_monomials)
+        return p.pruned(dom, tol=tol, counter=counter, max_monomials=max_monomials, clips=clips)
 
     def times(p: MaxPlusPolynomial, q: MaxPlusPolynomial) -> MaxPlusPolynomial:
-        return _product(p, q, dom, None if dom is None else dom.length_tol(tol), prune)
+        return _product(p, q, dom, None if dom is None else dom.length_tol(tol), prune, clips)
 
     d = network.input_dim
     fs = [MaxPlusPolynomial.coordinate(i, d) for i in range(d)]
@@ -146,4 +156,5 @@ def tropical_form(net: Any, box: Any = None, *, logit: Any = None, tol: float | 
             new_f.append(prune(h.plus(g)) if layer < n_layers - 1 else h)
             new_g.append(g)
         fs, gs = new_f, new_g
-    return TropicalRational(fs[0], gs[0], network, dom, counter.n, time.perf_counter() - start)
+    return TropicalRational(fs[0], gs[0], network, dom, counter.n, time.perf_counter() - start,
+                            clips.n)

@@ -33,8 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from .._checks import check_positive_int
 from ._geometry import (MAP_RTOL, Box, LPCounter, UnionFind, as_box, chebyshev, limit_error)
 from .network import ReLUNetwork, as_network
+from .sampling import check_region_limit
 
 
 @dataclass(frozen=True)
@@ -93,10 +95,17 @@ class RegionEnumeration:
         return int(self.labels.max()) + 1 if len(self.labels) else 0
 
 
+def _key(pattern: np.ndarray) -> bytes:
+    return np.packbits(pattern).tobytes() + bytes([len(pattern) % 8])
+
+
 def region_constraints(network: ReLUNetwork, box: Box, pattern: np.ndarray
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(A, b, J, o)``: the polytope ``A x <= b`` of ``pattern`` (rows normalised; zero rows
-    kept as constant constraints) and the output map on it."""
+    kept as constant constraints) and the output map on it. ``pattern`` is first made
+    canonical (:meth:`ReLUNetwork.canonical_pattern`: neurons identically zero on the region
+    inactive), so the two states of such a neuron give one and the same region."""
+    pattern = network.canonical_pattern(pattern, MAP_RTOL * network.scale)
     a, c, jac, off = network.region_maps(pattern)
     sign = np.where(pattern, -1.0, 1.0)  # active: -(a x + c) <= 0; inactive: a x + c <= 0
     rows, rhs = sign[:, None] * a, -sign * c
@@ -136,7 +145,7 @@ def _facets(a: np.ndarray, b: np.ndarray, center: np.ndarray, tol: float,
 
 def enumerate_regions(net: Any, box: Any, *, tol: float | None = None,
                       max_regions: int = 20000, max_lps: int = 500000,
-                      seed_grid: int = 16) -> RegionEnumeration:
+                      seed_grid: int = 16, check_samples: int = 100_000) -> RegionEnumeration:
     """Enumerate every activation region of ``net`` in ``box`` and group them into linear
     regions (see the module docstring for both definitions and the algorithm).
 
@@ -148,25 +157,38 @@ def enumerate_regions(net: Any, box: Any, *, tol: float | None = None,
         Length tolerance in input units (default ``1e-6 *`` box diameter): regions whose
         inscribed ball has radius ``<= tol`` are lower-dimensional and not counted.
     max_regions, max_lps : int
-        Limits; exceeding one raises :class:`ExactCountLimitError` (a ``ValueError``) that
-        suggests :func:`labkit.tropical.sample_lower_bound`. ``max_regions`` is also checked
-        up front against the patterns seen on a ``seed_grid``-per-axis grid.
+        Positive limits; exceeding one raises :class:`ExactCountLimitError` (a ``ValueError``)
+        that suggests :func:`labkit.tropical.sample_lower_bound`. ``max_regions`` is first
+        checked up front against the distinct activation patterns of ``check_samples`` uniform
+        points (a lower bound on the count, ~0.1-1 s), so a network far too large fails at once.
     seed_grid : int
         Points per axis of the seeding grid (``seed_grid ** d`` points, capped at 65536).
+    check_samples : int
+        Points of the up-front check (fixed seed; their patterns also seed the search);
+        ``0`` skips it.
+
+    Notes
+    -----
+    Patterns are canonical: a neuron whose pre-activation is identically zero on a region
+    (row ``(a_k, c_k)`` within ``MAP_RTOL`` times the network scale of 0) is taken inactive,
+    so such a region is counted once, not once per state of that neuron.
     """
     start = time.perf_counter()
     network = as_network(net)
     dom = as_box(box, network.input_dim)
     eps = dom.length_tol(tol)
-    counter = LPCounter(limit=max_lps)
+    max_regions = check_positive_int(max_regions, "max_regions")
+    counter = LPCounter(limit=check_positive_int(max_lps, "max_lps"))
+    seed_grid = check_positive_int(seed_grid, "seed_grid")
+    check_samples = check_positive_int(check_samples, "check_samples", minimum=0)
+    sampled = check_region_limit(network, dom, max_regions, check_samples,
+                                 "the number of activation regions")
     d = network.input_dim
     per_axis = max(2, min(seed_grid, int(65536 ** (1.0 / d))))
     axes = [np.linspace(lo, hi, per_axis + 2)[1:-1] for lo, hi in zip(dom.low, dom.high)]
     grid = np.stack([g.ravel() for g in np.meshgrid(*axes, indexing="ij")], axis=1)
-    seeds = np.unique(network.patterns(grid), axis=0)
-    if seeds.shape[0] > max_regions:
-        raise limit_error(f"the number of activation patterns on a seed grid ({seeds.shape[0]})",
-                          "max_regions", max_regions)
+    seeds = np.unique(np.vstack([network.patterns(grid), sampled]), axis=0)
+    atol = MAP_RTOL * network.scale
     index: dict[bytes, int] = {}
     regions: list[ActivationRegion] = []
     adjacency: list[tuple[int, int, int]] = []
@@ -175,8 +197,8 @@ def enumerate_regions(net: Any, box: Any, *, tol: float | None = None,
     pending_links: list[tuple[int, bytes, int]] = []
 
     while queue:
-        pattern = queue.popleft()
-        key = np.packbits(pattern).tobytes() + bytes([len(pattern) % 8])
+        pattern = network.canonical_pattern(queue.popleft(), atol)
+        key = _key(pattern)
         if key in tried:
             continue
         tried.add(key)
@@ -193,8 +215,8 @@ def enumerate_regions(net: Any, box: Any, *, tol: float | None = None,
             if row >= network.n_hidden:
                 continue  # a box facet: nothing beyond
             probe = point + eps * a[row]  # step across (rows point outward)
-            nxt = network.patterns(probe[None, :])[0]
-            nkey = np.packbits(nxt).tobytes() + bytes([len(nxt) % 8])
+            nxt = network.canonical_pattern(network.patterns(probe[None, :])[0], atol)
+            nkey = _key(nxt)
             pending_links.append((i, nkey, row))
             if nkey not in tried:
                 queue.append(nxt)

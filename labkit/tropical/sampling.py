@@ -18,8 +18,52 @@ import numpy as np
 import torch
 
 from .._checks import check_generator, check_positive_int
-from ._geometry import MAP_RTOL, as_box, group_rows, normalised_hyperplanes
-from .network import binary_network
+from ._geometry import MAP_RTOL, Box, as_box, group_rows, limit_error, normalised_hyperplanes
+from .network import ReLUNetwork, binary_network
+
+
+def _uniform_points(dom: Box, m: int, generator: torch.Generator | None) -> np.ndarray:
+    u = torch.rand(m, dom.dim, generator=generator, dtype=torch.float64).numpy()
+    return dom.low + u * (dom.high - dom.low)
+
+
+def sampled_patterns(network: ReLUNetwork, dom: Box, n: int, seed: int = 0,
+                     chunk: int = 65536) -> np.ndarray:
+    """Distinct canonical activation patterns (see :meth:`ReLUNetwork.canonical_pattern`)
+    among ``n`` uniform points of ``dom`` drawn with a fixed ``seed``, shape ``(k, n_hidden)``:
+    ``k`` is a lower bound on the number of activation regions. Vectorised apart from the
+    canonicalisation of the distinct patterns."""
+    generator = torch.Generator().manual_seed(seed)
+    keys: dict[bytes, np.ndarray] = {}
+    for s in range(0, n, chunk):
+        pats = network.patterns(_uniform_points(dom, min(chunk, n - s), generator))
+        packed = np.packbits(pats, axis=1)
+        _, first = np.unique(packed, axis=0, return_index=True)
+        for i in first:
+            keys.setdefault(packed[i].tobytes(), pats[i])
+    atol = MAP_RTOL * network.scale
+    canon = {}
+    for pattern in keys.values():
+        c = network.canonical_pattern(pattern, atol)
+        canon.setdefault(c.tobytes(), c)
+    return (np.array(list(canon.values())) if canon
+            else np.zeros((0, network.n_hidden), dtype=bool))
+
+
+def check_region_limit(network: ReLUNetwork, dom: Box, max_regions: int, n: int,
+                       what: str) -> np.ndarray:
+    """Raise :class:`ExactCountLimitError` when ``n`` uniform samples already show more than
+    ``max_regions`` distinct activation patterns (a lower bound on the activation regions, so
+    the exact method would exceed its limit later, after much longer). Returns the sampled
+    patterns (seeds for the region search); ``n = 0`` skips the check."""
+    if n == 0 or network.n_hidden == 0:
+        return np.zeros((0, network.n_hidden), dtype=bool)
+    pats = sampled_patterns(network, dom, n)
+    if pats.shape[0] > max_regions:
+        raise limit_error(f"{what}: {n} uniform samples already show {pats.shape[0]} distinct "
+                          f"activation patterns (a lower bound on the activation regions), which",
+                          "max_regions", max_regions)
+    return pats
 
 
 @dataclass(frozen=True)
@@ -29,7 +73,8 @@ class SampleBound:
     Attributes
     ----------
     activation_regions : int
-        Distinct activation patterns among the samples.
+        Distinct canonical activation patterns among the samples (neurons identically zero on
+        a region taken inactive, so round-off in ``z > 0`` cannot split one region in two).
     linear_regions : int
         Distinct affine output maps among the samples (to ``MAP_RTOL`` times the net's scale).
     boundary_regions : int
@@ -74,8 +119,7 @@ def sample_lower_bound(net: Any, box: Any, n: int = 100_000, generator: Any = No
     seen: dict[bytes, list] = {}  # pattern -> [pattern, has f > 0, has f < 0]
     for s in range(0, n, chunk):
         m = min(chunk, n - s)
-        u = torch.rand(m, network.input_dim, generator=generator, dtype=torch.float64).numpy()
-        x = dom.low + u * (dom.high - dom.low)
+        x = _uniform_points(dom, m, generator)
         pats = network.patterns(x)
         f = network(x)[:, 0]
         packed = np.packbits(pats, axis=1) if pats.shape[1] else np.zeros((m, 1), np.uint8)
@@ -89,16 +133,22 @@ def sample_lower_bound(net: Any, box: Any, n: int = 100_000, generator: Any = No
             entry = seen.setdefault(key.tobytes(), [pats[first[k]], False, False])
             entry[1] |= bool(pos[k])
             entry[2] |= bool(neg[k])
-    maps, planes = [], []
+    atol = MAP_RTOL * network.scale
+    merged: dict[bytes, list] = {}  # canonical pattern -> [pattern, has f > 0, has f < 0]
     for pattern, pos, neg in seen.values():
+        canon = network.canonical_pattern(pattern, atol)
+        entry = merged.setdefault(canon.tobytes(), [canon, False, False])
+        entry[1] |= pos
+        entry[2] |= neg
+    maps, planes = [], []
+    for pattern, pos, neg in merged.values():
         _, _, jac, off = network.region_maps(pattern)
         maps.append(np.r_[jac[0], off[0]])
         if pos and neg:
             planes.append(normalised_hyperplanes(jac[:1], off[:1])[0])
-    atol = MAP_RTOL * network.scale
     linear = int(np.unique(group_rows(np.array(maps), atol)).size)
     eps = dom.length_tol(None)
     d = network.input_dim
     pieces = (int(np.unique(group_rows(np.array(planes), np.r_[np.full(d, 1e-7), eps])).size)
               if planes else 0)
-    return SampleBound(len(seen), linear, len(planes), pieces, n, time.perf_counter() - start)
+    return SampleBound(len(merged), linear, len(planes), pieces, n, time.perf_counter() - start)

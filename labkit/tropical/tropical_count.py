@@ -23,9 +23,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _polygon
-from ._geometry import MAP_RTOL, Box, UnionFind, group_rows, limit_error, normalised_hyperplanes
+from .._checks import check_positive_int
+from ._geometry import (MAP_RTOL, Box, LPCounter, UnionFind, clip_counter, group_rows,
+                        limit_error, normalised_hyperplanes)
+from .network import ReLUNetwork
 from .polynomial import monomial_cells_2d
-from .rational import TropicalRational
+from .rational import TropicalRational, tropical_form
+from .sampling import check_region_limit
 
 
 @dataclass
@@ -51,14 +55,18 @@ class TropicalCells:
         return int(self.labels.max()) + 1 if len(self.labels) else 0
 
 
-def tropical_cells(form: TropicalRational, box: Box, eps: float, max_regions: int
-                   ) -> TropicalCells:
-    """Cells ``P_i ∩ Q_j`` of width ``> eps``, grouped into linear regions."""
+def tropical_cells(form: TropicalRational, box: Box, eps: float, max_regions: int,
+                   clips: LPCounter | None = None) -> TropicalCells:
+    """Cells ``P_i ∩ Q_j`` of width ``> eps``, grouped into linear regions; ``clips``
+    (optional) counts the polygon clips against its limit."""
+    clips = clips if clips is not None else LPCounter()
     if form.F.dim != 2:
         raise ValueError(f"the tropical count is implemented for input dimension 2, got "
                          f"{form.F.dim}; use method='lp'")
-    fp = [(i, c) for i, c in enumerate(monomial_cells_2d(form.F, box, eps)) if c.shape[0]]
-    gp = [(j, c) for j, c in enumerate(monomial_cells_2d(form.G, box, eps)) if c.shape[0]]
+    fp = [(i, c) for i, c in enumerate(monomial_cells_2d(form.F, box, eps, clips))
+          if c.shape[0]]
+    gp = [(j, c) for j, c in enumerate(monomial_cells_2d(form.G, box, eps, clips))
+          if c.shape[0]]
     f_lo = np.array([c.min(axis=0) for _, c in fp])
     f_hi = np.array([c.max(axis=0) for _, c in fp])
     polys, slopes, offsets = [], [], []
@@ -72,6 +80,7 @@ def tropical_cells(form: TropicalRational, box: Box, eps: float, max_regions: in
         for (i, p) in (fp[k] for k in np.nonzero(overlap)[0]):
             cell = p
             for n, r in zip(normals, rhs):
+                clips.tick()
                 cell = _polygon.clip(cell, n, r, eps)
                 if cell.shape[0] == 0:
                     break
@@ -98,15 +107,36 @@ def tropical_cells(form: TropicalRational, box: Box, eps: float, max_regions: in
     return TropicalCells(polys, slopes_arr, offsets_arr, uf.labels())
 
 
+def tropical_refinement(network: ReLUNetwork, box: Box, eps: float, *, max_regions: int,
+                        max_monomials: int, max_clips: int, check_samples: int
+                        ) -> tuple[TropicalRational, TropicalCells]:
+    """The tropical form of the scalar ``network`` and its cells in ``box``, after the up-front
+    sample check of ``max_regions`` (see :func:`labkit.tropical.sampling.check_region_limit`);
+    one ``max_clips`` budget covers the form and the cells."""
+    if network.input_dim != 2:
+        raise ValueError(f"the tropical count is implemented for input dimension 2, got "
+                         f"{network.input_dim}; use method='lp'")
+    max_regions = check_positive_int(max_regions, "max_regions")
+    check_samples = check_positive_int(check_samples, "check_samples", minimum=0)
+    check_region_limit(network, box, max_regions, check_samples,
+                       "the work of the tropical method")
+    form = tropical_form(network, box, tol=eps, max_monomials=max_monomials,
+                         max_clips=max_clips)
+    clips = clip_counter(max_clips)
+    clips.n = form.n_clips
+    return form, tropical_cells(form, box, eps, max_regions, clips)
+
+
 def boundary_segments(cells: TropicalCells, eps: float, scale: float
                       ) -> tuple[np.ndarray, list[tuple[float, float]], int]:
     """Per cell, the segment of ``{f = 0}``: returns (normalised line rows ``(g, h)/||g||`` of
-    shape ``(k, 3)``, intervals along each line, number of cells where ``f`` vanishes
+    shape ``(k, 3)``, intervals along each line, number of linear regions where ``f`` vanishes
     identically)."""
-    lines, intervals, flat = [], [], 0
-    for poly, g, h in zip(cells.polygons, cells.slopes, cells.offsets):
+    lines, intervals, flat = [], [], set()
+    for poly, g, h, label in zip(cells.polygons, cells.slopes, cells.offsets, cells.labels):
         if np.linalg.norm(g) <= MAP_RTOL * scale:
-            flat += int(abs(h) <= MAP_RTOL * scale)
+            if abs(h) <= MAP_RTOL * scale:
+                flat.add(int(label))
             continue
         row = normalised_hyperplanes(g[None, :], np.array([h]))[0]
         # The interval coordinate follows the normalised (signed) line, comparable in a group.
@@ -114,7 +144,7 @@ def boundary_segments(cells: TropicalCells, eps: float, scale: float
         if seg is not None:
             lines.append(row)
             intervals.append(seg)
-    return np.array(lines).reshape(-1, 3), intervals, flat
+    return np.array(lines).reshape(-1, 3), intervals, len(flat)
 
 
 def merge_collinear(lines: np.ndarray, intervals: list[tuple[float, float]], eps: float,

@@ -101,13 +101,20 @@ def test_boundary_closed_forms_and_degenerate_cases():
     assert (raw.region_pieces, raw.pieces, raw.linear_regions) == (4, 1, 1)
 
 
-@settings(max_examples=8)  # each example: two exact counts (~0.3-2 s)
-@given(seed=st.integers(0, 100_000), widths=st.lists(st.integers(2, 8), min_size=1, max_size=3))
-def test_tropical_counts_equal_lp_counts(seed, widths):
+@settings(max_examples=10)  # each example: two exact counts (~0.3-2 s)
+@given(seed=st.integers(0, 100_000), widths=st.lists(st.integers(2, 8), min_size=1, max_size=3),
+       lattice=st.booleans())
+def test_tropical_counts_equal_lp_counts(seed, widths, lattice):
+    # lattice=True: half-integer weights in [-2, 2] and biases in [-1, 1], so degenerate geometry
+    # (coincident lines, neurons identically zero on a region, dead layers) is common.
     rng = np.random.default_rng(seed)
     dims = (2,) + tuple(widths) + (1,)
-    layers = [(rng.normal(size=(dims[i + 1], dims[i])), rng.normal(size=dims[i + 1]))
-              for i in range(len(dims) - 1)]
+    if lattice:
+        layers = [(rng.integers(-4, 5, (dims[i + 1], dims[i])) / 2.0,
+                   rng.integers(-2, 3, dims[i + 1]) / 2.0) for i in range(len(dims) - 1)]
+    else:
+        layers = [(rng.normal(size=(dims[i + 1], dims[i])), rng.normal(size=dims[i + 1]))
+                  for i in range(len(dims) - 1)]
     lp = count_boundary_pieces(layers, 2.0, "lp", max_regions=3000)
     tr = count_boundary_pieces(layers, 2.0, "tropical", max_regions=3000)
     assert lp.linear_regions == tr.linear_regions
