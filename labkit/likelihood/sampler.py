@@ -81,8 +81,8 @@ def _deterministic_solver(solver: str, options: dict[str, Any]) -> Solver:
     return instance
 
 
-def sampler_log_prob(denoiser: Denoiser, z: Tensor, sigmas: Tensor, solver: str = "heun",
-                     **options: Any) -> SamplerLogProb:
+def sampler_log_prob(denoiser: Denoiser, z: Tensor, sigmas: Tensor, solver: str = "heun", *,
+                     progress: bool = False, **options: Any) -> SamplerLogProb:
     """Exact log-density ``log q(Phi(z))`` of a deterministic sampler's output.
 
     ``log q(y) = log N(z; 0, sigma_max^2 I) - log |det J_Phi(z)|`` with ``y = Phi(z)`` the
@@ -121,6 +121,9 @@ def sampler_log_prob(denoiser: Denoiser, z: Tensor, sigmas: Tensor, solver: str 
         churn (``s_churn > 0``) are rejected (see ``labkit.likelihood.sde_chain`` for 1-D
         stochastic samplers); ``dpm_adaptive`` is rejected because its batch-wide step-size
         control makes one sample's output depend on the others.
+    progress : bool
+        Show a progress bar over the sampler's steps (``labkit.sample``'s, one bar per chunk of
+        points); the results are the same with or without it.
     **options
         Solver options, and ``denoise_to_zero`` (passed to ``labkit.sample``).
 
@@ -166,7 +169,7 @@ def sampler_log_prob(denoiser: Denoiser, z: Tensor, sigmas: Tensor, solver: str 
         with torch.enable_grad():
             out, info = sample(denoiser, rows.reshape((m * d,) + sample_shape), sigmas,
                                instance,  # history is reset at i = 0: chunks independent
-                               denoise_to_zero=denoise_to_zero)
+                               denoise_to_zero=denoise_to_zero, progress=progress)
             out = out.reshape(m * d, d)
             basis = torch.eye(d, dtype=z.dtype, device=z.device).repeat(m, 1)  # e_k on copy k
             (grad,) = torch.autograd.grad(out, rows, grad_outputs=basis)
@@ -194,7 +197,7 @@ def sampler_log_prob(denoiser: Denoiser, z: Tensor, sigmas: Tensor, solver: str 
 
 def sampler_kl(denoiser: Denoiser, target: Any, sigmas: Tensor, solver: str = "heun", *,
                n: int, generator: torch.Generator | None,
-               sigma_target: float | None = None, level: float = 0.95,
+               sigma_target: float | None = None, level: float = 0.95, progress: bool = False,
                **options: Any) -> Estimate:
     """``KL(q || p)`` of a deterministic sampler's output law ``q`` by Monte Carlo with the exact
     integrand.
@@ -229,6 +232,9 @@ def sampler_kl(denoiser: Denoiser, target: Any, sigmas: Tensor, solver: str = "h
         Noise level of ``p``, ``>= 0``; see above.
     level : float
         Interval coverage.
+    progress : bool
+        Show a progress bar over the sampler's steps (see :func:`sampler_log_prob`); the
+        results are the same with or without it.
     **options
         Solver options (and ``denoise_to_zero``).
 
@@ -260,7 +266,7 @@ def sampler_kl(denoiser: Denoiser, target: Any, sigmas: Tensor, solver: str = "h
         raise ValueError(f"sigma_target must be >= 0 (the noise level of p; 0 for the clean "
                          f"target), got {sigma_target}")
     z = sigmas[0] * torch.randn(n, target.dim, generator=generator, dtype=torch.float64)
-    res = sampler_log_prob(denoiser, z, sigmas, solver, **options)
+    res = sampler_log_prob(denoiser, z, sigmas, solver, progress=progress, **options)
     values = res.log_prob - target.log_prob(res.y, sigma_target)
     result = mc_mean(values.detach().cpu().numpy(), level)
     stderr = float(values.std()) / math.sqrt(n)

@@ -26,6 +26,7 @@ from torch import Tensor
 from .. import grids
 from .._checks import check_choice, check_positive_int
 from ..metrics.estimate import Estimate
+from ..progress import progress as progress_bar
 from ..solvers._noise import FixedNoise
 from ..solvers.base import CountingDenoiser, Denoiser, Solver
 from ._solvers import solver_instance
@@ -218,7 +219,7 @@ def _kernel(y: Tensor, mean: Tensor, scale: Tensor, quadrature: str) -> Tensor:
 
 
 def _chain(denoiser: Denoiser, sigmas: Tensor, solver: str, grid: Tensor, prior: Any,
-           quadrature: str, options: dict[str, Any]
+           quadrature: str, options: dict[str, Any], progress: bool = False
            ) -> tuple[ChainMarginal1D, tuple[Tensor, Tensor, Tensor] | None]:
     step = _markov_solver(solver, options)
     quadrature = check_choice(quadrature, "quadrature", QUADRATURES)
@@ -254,7 +255,8 @@ def _chain(denoiser: Denoiser, sigmas: Tensor, solver: str, grid: Tensor, prior:
                         f"(densities on grid[0])")
     model = CountingDenoiser(denoiser)
     densities, scales, last, unresolved = [p], [], None, []
-    for i in range(n_levels - 1):
+    for i in progress_bar(range(n_levels - 1), desc=f"{solver} chain ({grid.shape[1]} points)",
+                          enable=bool(progress)):
         x, y = grid[i], grid[i + 1]
         mean, scale, slope = _step_coefficients(step, model, x, i, sigmas)
         if slope is not None:
@@ -279,7 +281,7 @@ def _chain(denoiser: Denoiser, sigmas: Tensor, solver: str, grid: Tensor, prior:
 
 def chain_marginal_1d(denoiser: Denoiser, sigmas: Tensor, solver: str, *, grid: Tensor,
                       prior: str | Tensor = "gaussian", quadrature: str = "trapezoid",
-                      **options: Any) -> ChainMarginal1D:
+                      progress: bool = False, **options: Any) -> ChainMarginal1D:
     """Exact law of every state of a 1-D stochastic sampler's chain, on grids.
 
     ``p_0 = N(0, sigmas[0]^2)`` and ``p_{i+1}(y) = integral p_i(x) N(y; m_i(x), s_i(x)^2) dx``,
@@ -329,6 +331,8 @@ def chain_marginal_1d(denoiser: Denoiser, sigmas: Tensor, solver: str, *, grid: 
     prior : "gaussian" or Tensor of shape ``(G,)``
         ``N(0, sigmas[0]^2)`` or densities on ``grid[0]``.
     quadrature : {"trapezoid", "cell"}
+    progress : bool
+        Show a progress bar over the steps; the results are the same with or without it.
     **options
         Solver options.
 
@@ -353,7 +357,7 @@ def chain_marginal_1d(denoiser: Denoiser, sigmas: Tensor, solver: str, *, grid: 
     Davis, Rabinowitz, "Methods of Numerical Integration" (1984), Sec. 2.9 (the trapezoid rule
     on smooth, rapidly decaying integrands).
     """
-    chain = _chain(denoiser, sigmas, solver, grid, prior, quadrature, options)[0]
+    chain = _chain(denoiser, sigmas, solver, grid, prior, quadrature, options, progress)[0]
     for i, scale, h in chain.unresolved:
         warnings.warn(f"step {i}: kernel width min_x s / max(1, |m'|) = {scale:.3g} is below "
                       f"0.7 times the grid spacing {h:.3g}; the quadrature is inaccurate "
@@ -362,9 +366,10 @@ def chain_marginal_1d(denoiser: Denoiser, sigmas: Tensor, solver: str, *, grid: 
 
 
 def _grid_kl(denoiser: Denoiser, target: Any, sigmas: Tensor, solver: str, grid: Tensor,
-             sigma_target: float, quadrature: str, options: dict[str, Any]
-             ) -> tuple[float, ChainMarginal1D]:
-    chain, last = _chain(denoiser, sigmas, solver, grid, "gaussian", quadrature, options)
+             sigma_target: float, quadrature: str, options: dict[str, Any],
+             progress: bool = False) -> tuple[float, ChainMarginal1D]:
+    chain, last = _chain(denoiser, sigmas, solver, grid, "gaussian", quadrature, options,
+                         progress)
     if last is not None:
         # Final step deterministic: KL(q || p) = E_{x ~ p_{N-1}}[log p_{N-1}(x) - log m'(x)
         # - log p(m(x))], the change of variables on the uniform grid of level N - 1.
@@ -381,7 +386,7 @@ def _grid_kl(denoiser: Denoiser, target: Any, sigmas: Tensor, solver: str, grid:
 def chain_kl_1d(denoiser: Denoiser, target: Any, sigmas: Tensor, solver: str, *,
                 n_points: int, lo: float, hi: float, width: float = 8.0,
                 sigma_target: float | None = None, quadrature: str = "trapezoid",
-                **options: Any) -> Estimate:
+                progress: bool = False, **options: Any) -> Estimate:
     """``KL(q_N || p)`` of a 1-D stochastic sampler's output law by quadrature, with an error bar.
 
     ``q_N`` is the chain's final law from :func:`chain_marginal_1d` on
@@ -419,6 +424,9 @@ def chain_kl_1d(denoiser: Denoiser, target: Any, sigmas: Tensor, solver: str, *,
         Grid extent (see :func:`level_grids`).
     sigma_target : float, optional
     quadrature : {"trapezoid", "cell"}
+    progress : bool
+        Show a progress bar over the steps of each of the two chains (``G`` and ``2 G - 1``
+        points); the results are the same with or without it.
     **options
         Solver options.
 
@@ -437,10 +445,10 @@ def chain_kl_1d(denoiser: Denoiser, target: Any, sigmas: Tensor, solver: str, *,
         sigma_target = float(sigmas[-1])
     coarse, chain_h = _grid_kl(denoiser, target, sigmas, solver,
                                level_grids(sigmas, n_points, lo, hi, width), sigma_target,
-                               quadrature, options)
+                               quadrature, options, progress)
     fine, chain_h2 = _grid_kl(denoiser, target, sigmas, solver,
                               level_grids(sigmas, 2 * n_points - 1, lo, hi, width),
-                              sigma_target, quadrature, options)
+                              sigma_target, quadrature, options, progress)
     # Round-off floor: sums of 2G terms in float64 (relative error <= 2G eps each).
     roundoff = 10 * (2 * n_points - 1) * torch.finfo(torch.float64).eps * (1 + abs(fine))
     # An unresolved kernel on the fine grid voids the bound (coarse and fine can agree by chance).

@@ -10,6 +10,7 @@ bias to first order (Davison & Hinkley, "Bootstrap Methods and their Application
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -39,6 +40,25 @@ def as_rng(generator: Any) -> np.random.Generator:
                         f"seed or None, got {type(generator).__name__}") from None
 
 
+def check_n_boot(n_boot: Any, minimum: int = 10) -> int:
+    """Validate a bootstrap count: ``0`` (the value alone, no interval) or ``>= minimum``.
+
+    ``bool`` and non-integers raise ``TypeError``; ``1 .. minimum - 1`` raises ``ValueError``
+    (too few resamples for the quantiles of a 95% interval).
+    """
+    n_boot = check_positive_int(n_boot, "n_boot", minimum=0)
+    if 0 < n_boot < minimum:
+        raise ValueError(f"n_boot must be >= {minimum} resamples (or 0 for the value alone, "
+                         f"with no interval), got {n_boot}")
+    return n_boot
+
+
+def value_only(value: float, n: int, interval: tuple[float, float], what: str) -> IntervalResult:
+    """The point value with a trivial ``interval`` (the statistic's range), as for ``n_boot=0``."""
+    return IntervalResult(float(value), (float(interval[0]), float(interval[1])), n,
+                          f"{what}; no interval (n_boot=0)")
+
+
 def bootstrap_sets(stat: Callable[..., float], samples: Sequence[Tensor], *, n_boot: int,
                    level: float = 0.95, generator: Any = None, kind: str = "basic",
                    lower: float | None = None, what: str = "statistic") -> IntervalResult:
@@ -52,7 +72,8 @@ def bootstrap_sets(stat: Callable[..., float], samples: Sequence[Tensor], *, n_b
     samples : sequence of Tensor
         One or more ``(n_i, ...)`` sets.
     n_boot : int
-        Resamples, ``>= 10``.
+        Resamples, ``>= 10``; ``0`` returns the value alone (``stat`` called once) with the
+        trivial interval ``(lower, inf)`` (``(-inf, inf)`` without ``lower``).
     level : float, optional
         Coverage, 0.95 by default.
     generator : torch.Generator, numpy.random.Generator, int or None, optional
@@ -73,10 +94,13 @@ def bootstrap_sets(stat: Callable[..., float], samples: Sequence[Tensor], *, n_b
         ``value = stat(*samples)``, the interval, ``n = min(len(s))``, the method.
     """
     level = _check_level(level)
-    n_boot = check_positive_int(n_boot, "n_boot", minimum=10)
+    n_boot = check_n_boot(n_boot)
     kind = check_choice(kind, "kind", KINDS)
     rng = as_rng(generator)
     value = float(stat(*samples))
+    if n_boot == 0:
+        return value_only(value, min(s.shape[0] for s in samples),
+                          (-math.inf if lower is None else lower, math.inf), what)
     boot = np.empty(n_boot)
     for b in range(n_boot):  # a loop over resamples, not samples
         boot[b] = float(stat(*(s[torch.as_tensor(rng.integers(0, s.shape[0], s.shape[0]),

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._checks import DEFAULT_DTYPE, as_float_tensor, check_bool, check_positive_int, input_eps
+from .._checks import DEFAULT_DTYPE, as_float_tensor, check_bool, input_eps
 from .._intervals import _check_level
-from ._bootstrap import as_rng, bootstrap_sets
+from ._bootstrap import as_rng, bootstrap_sets, check_n_boot
 from ..targets.gaussian import Gaussian, _eigendecompose, _full_covariances
 from ._samples import as_sample_pair, as_samples
 from .estimate import Estimate
@@ -273,7 +273,8 @@ def frechet_distance(x: Any, y: Any, *, n_boot: int = 200, level: float = 0.95,
     y : Tensor or array_like of shape ``(m, d)``
         At least two samples each; fits are computed in float64.
     n_boot : int, optional
-        Bootstrap resamples for the interval (``>= 10``).
+        Bootstrap resamples for the interval (``>= 10``); ``0`` for the value alone, with the
+        trivial interval ``(0, inf)`` (as :func:`labkit.metrics.ot.wasserstein2`).
     level : float, optional
         Interval coverage.
     generator : torch.Generator, numpy.random.Generator, int or None, optional
@@ -324,7 +325,7 @@ def frechet_distance(x: Any, y: Any, *, n_boot: int = 200, level: float = 0.95,
     2.0
     """
     xs, ys = as_sample_pair(x, y, minimum=2)
-    n_boot = check_positive_int(n_boot, "n_boot", minimum=10)
+    n_boot = check_n_boot(n_boot)
     level = _check_level(level)
     debias = check_bool(debias, "debias")
     rng = as_rng(generator)
@@ -377,7 +378,7 @@ def frechet_to_gaussian(x: Any, mean: Any, cov: Any, *, n_boot: int = 200, level
     """
     xs = as_samples(x, "x", minimum=2)
     m, c, eigvals, eigvecs = _moments(mean, cov, "mean", "cov", dim=xs.shape[1])
-    n_boot = check_positive_int(n_boot, "n_boot", minimum=10)
+    n_boot = check_n_boot(n_boot)
     level = _check_level(level)
     debias = check_bool(debias, "debias")
     rng = as_rng(generator)

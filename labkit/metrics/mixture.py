@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .._checks import check_generator, check_positive_int
 from .._intervals import _check_level, mc_mean, wilson_interval
-from ._bootstrap import as_rng
+from ._bootstrap import as_rng, check_n_boot, value_only
 from ..targets.gaussian import GaussianMixture
 from ._samples import as_samples
 from .estimate import Estimate
@@ -124,7 +124,8 @@ def mode_weight_error(samples: Any, mixture: GaussianMixture, *, level: float = 
     level : float, optional
         Interval coverage.
     n_boot : int, optional
-        Bootstrap resamples (``>= 10``).
+        Bootstrap resamples (``>= 10``); ``0`` for the value alone, with the trivial interval
+        ``(0, 1)`` (the range of the TV).
     generator : torch.Generator, numpy.random.Generator, int or None, optional
         Bootstrap randomness; ``None`` is seed 0.
     sigma : float, optional
@@ -154,12 +155,15 @@ def mode_weight_error(samples: Any, mixture: GaussianMixture, *, level: float = 
     0.2
     """
     level = _check_level(level)
-    n_boot = check_positive_int(n_boot, "n_boot", minimum=10)
+    n_boot = check_n_boot(n_boot)
     rng = as_rng(generator)
     r, mixture = _responsibilities(samples, mixture, sigma)
     n = r.shape[0]
     w = mixture.weights.to(r)
     value = float(_total_variation(r.mean(dim=0), w))
+    what = "total variation of mean exact responsibilities vs true weights"
+    if n_boot == 0:
+        return Estimate.from_interval(value_only(value, n, (0.0, 1.0), what))
     boot = np.empty(n_boot)
     chunk = max(1, _BOOT_ENTRIES // n)
     for start in range(0, n_boot, chunk):  # a loop over chunks of resamples, not samples
@@ -170,8 +174,7 @@ def mode_weight_error(samples: Any, mixture: GaussianMixture, *, level: float = 
         boot[start:stop] = _total_variation(counts @ r / n, w).cpu().numpy()
     lo, hi = np.quantile(boot, [0.5 - level / 2, 0.5 + level / 2])
     return Estimate(value, (float(lo), float(hi)), n,
-                    f"total variation of mean exact responsibilities vs true weights, percentile "
-                    f"bootstrap ({n_boot} resamples of {n} rows)")
+                    f"{what}, percentile bootstrap ({n_boot} resamples of {n} rows)")
 
 
 def mode_weight_error_null(mixture: GaussianMixture, n: int, *, reps: int = 200,

@@ -126,8 +126,8 @@ def _touch(plane: np.ndarray, pi: tuple, pj: tuple, d: int, eps: float,
 def count_boundary_pieces(net: Any, box: Any, method: str = "lp", *, logit: Any = None,
                           tol: float | None = None, max_regions: int = 20000,
                           max_lps: int = 500000, max_monomials: int = 20000,
-                          max_clips: int = 2_000_000, check_samples: int = 100_000
-                          ) -> BoundaryCount:
+                          max_clips: int = 2_000_000, check_samples: int = 100_000,
+                          progress: bool = False) -> BoundaryCount:
     """Exact number of affine pieces of the decision boundary ``{f = 0}`` inside ``box``.
 
     Parameters
@@ -146,6 +146,10 @@ def count_boundary_pieces(net: Any, box: Any, method: str = "lp", *, logit: Any 
         Positive size limits and the up-front sample check, as in
         :func:`labkit.tropical.counting.count_linear_regions`; exceeding a limit raises
         ``ExactCountLimitError`` naming it.
+    progress : bool
+        Show a progress bar on stderr (default off; results are identical either way):
+        ``"lp"`` a counter of activation regions found (the total is not known in advance),
+        ``"tropical"`` a bar over the monomials of ``G`` whose cells are being intersected.
 
     Returns
     -------
@@ -159,14 +163,15 @@ def count_boundary_pieces(net: Any, box: Any, method: str = "lp", *, logit: Any 
     eps = dom.length_tol(tol)
     if method == "lp":
         enum = enumerate_regions(network, dom, tol=eps, max_regions=max_regions,
-                                 max_lps=max_lps, check_samples=check_samples)
+                                 max_lps=max_lps, check_samples=check_samples,
+                                 progress=progress)
         counter = LPCounter(n=enum.n_lps, limit=max_lps)
         pieces, raw, flat = _lp_pieces(enum, counter)
         return BoundaryCount(pieces, raw, enum.n_linear_regions, flat, "lp", counter.n,
                              time.perf_counter() - start, eps)
     form, cells = tropical_refinement(network, dom, eps, max_regions=max_regions,
                                       max_monomials=max_monomials, max_clips=max_clips,
-                                      check_samples=check_samples)
+                                      check_samples=check_samples, progress=progress)
     lines, intervals, flat = boundary_segments(cells, eps, network.scale)
     pieces = merge_collinear(lines, intervals, eps)
     return BoundaryCount(pieces, len(intervals), cells.n_linear_regions, flat, "tropical",

@@ -50,8 +50,8 @@ class RegionCount:
 def count_linear_regions(net: Any, box: Any, method: str = "lp", *, logit: Any = None,
                          tol: float | None = None, max_regions: int = 20000,
                          max_lps: int = 500000, max_monomials: int = 20000,
-                         max_clips: int = 2_000_000, check_samples: int = 100_000
-                         ) -> RegionCount:
+                         max_clips: int = 2_000_000, check_samples: int = 100_000,
+                         progress: bool = False) -> RegionCount:
     """Exact number of linear regions of a ReLU network inside ``box``.
 
     Which map is counted: the scalar ``f`` of :func:`binary_network` whenever ``logit`` is
@@ -82,6 +82,10 @@ def count_linear_regions(net: Any, box: Any, method: str = "lp", *, logit: Any =
         Both methods first compare the distinct activation patterns of this many uniform
         points (a lower bound on the activation regions) with ``max_regions`` and raise at
         once when they exceed it; ``0`` skips the check.
+    progress : bool
+        Show a progress bar on stderr (default off; results are identical either way):
+        ``"lp"`` a counter of activation regions found (the total is not known in advance),
+        ``"tropical"`` a bar over the monomials of ``G`` whose cells are being intersected.
 
     Examples
     --------
@@ -106,11 +110,12 @@ def count_linear_regions(net: Any, box: Any, method: str = "lp", *, logit: Any =
     eps = dom.length_tol(tol)
     if method == "lp":
         enum = enumerate_regions(network, dom, tol=eps, max_regions=max_regions,
-                                 max_lps=max_lps, check_samples=check_samples)
+                                 max_lps=max_lps, check_samples=check_samples,
+                                 progress=progress)
         return RegionCount(enum.n_linear_regions, enum.n_activation_regions, None, "lp",
                            enum.n_lps, time.perf_counter() - start, enum.tol)
     form, cells = tropical_refinement(network, dom, eps, max_regions=max_regions,
                                       max_monomials=max_monomials, max_clips=max_clips,
-                                      check_samples=check_samples)
+                                      check_samples=check_samples, progress=progress)
     return RegionCount(cells.n_linear_regions, None, len(cells.polygons), "tropical", form.n_lps,
                        time.perf_counter() - start, eps)

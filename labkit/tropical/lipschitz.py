@@ -48,7 +48,8 @@ _NORMS = {2: 2, "2": 2, 1: 1, "1": 1, np.inf: np.inf, "inf": np.inf}
 
 
 def lipschitz_constant(net: Any, box: Any, norm: Any = 2, *, tol: float | None = None,
-                       max_regions: int = 20000, max_lps: int = 500000) -> LipschitzResult:
+                       max_regions: int = 20000, max_lps: int = 500000,
+                       progress: bool = False) -> LipschitzResult:
     """Exact Lipschitz constant of ``net`` on ``box`` for the ``norm`` on input and output.
 
     Parameters
@@ -57,12 +58,18 @@ def lipschitz_constant(net: Any, box: Any, norm: Any = 2, *, tol: float | None =
     box : float, pair or array
     norm : {2, 1, inf, "2", "1", "inf"}
         The vector norm used on both sides; the constant is the induced operator norm.
+    tol, max_regions, max_lps
+        As in :func:`labkit.tropical.regions.enumerate_regions`.
+    progress : bool
+        Show a counter of activation regions found on stderr (default off; the result is
+        identical either way).
     """
     if isinstance(norm, bool) or norm not in _NORMS:
         raise ValueError(f"norm must be one of 1, 2, inf (or '1', '2', 'inf'), got {norm!r}")
     start = time.perf_counter()
     p = _NORMS[norm]
-    enum = enumerate_regions(net, box, tol=tol, max_regions=max_regions, max_lps=max_lps)
+    enum = enumerate_regions(net, box, tol=tol, max_regions=max_regions, max_lps=max_lps,
+                             progress=progress)
     jacs = np.stack([r.jacobian for r in enum.regions])  # (regions, out, d)
     values = np.linalg.norm(jacs, ord=p, axis=(1, 2))
     best = int(np.argmax(values))

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from .._checks import check_positive_int
+from ..progress import progress as progress_bar
 from ._geometry import (MAP_RTOL, Box, LPCounter, UnionFind, as_box, chebyshev, limit_error)
 from .network import ReLUNetwork, as_network
 from .sampling import check_region_limit
@@ -145,7 +146,8 @@ def _facets(a: np.ndarray, b: np.ndarray, center: np.ndarray, tol: float,
 
 def enumerate_regions(net: Any, box: Any, *, tol: float | None = None,
                       max_regions: int = 20000, max_lps: int = 500000,
-                      seed_grid: int = 16, check_samples: int = 100_000) -> RegionEnumeration:
+                      seed_grid: int = 16, check_samples: int = 100_000,
+                      progress: bool = False) -> RegionEnumeration:
     """Enumerate every activation region of ``net`` in ``box`` and group them into linear
     regions (see the module docstring for both definitions and the algorithm).
 
@@ -166,6 +168,10 @@ def enumerate_regions(net: Any, box: Any, *, tol: float | None = None,
     check_samples : int
         Points of the up-front check (fixed seed; their patterns also seed the search);
         ``0`` skips it.
+    progress : bool
+        Show a progress counter on stderr (tqdm, ``unit="region"``, no total: the count is not
+        known in advance), advanced once per activation region found. The result is the same
+        either way.
 
     Notes
     -----
@@ -195,31 +201,34 @@ def enumerate_regions(net: Any, box: Any, *, tol: float | None = None,
     tried: set[bytes] = set()
     queue = deque(seeds)
     pending_links: list[tuple[int, bytes, int]] = []
-
-    while queue:
-        pattern = network.canonical_pattern(queue.popleft(), atol)
-        key = _key(pattern)
-        if key in tried:
-            continue
-        tried.add(key)
-        a, b, jac, off = region_constraints(network, dom, pattern)
-        center, radius = chebyshev(a, b, counter)
-        if center is None or radius <= eps:
-            continue
-        if len(regions) >= max_regions:
-            raise limit_error("the number of activation regions", "max_regions", max_regions)
-        i = len(regions)
-        index[key] = i
-        regions.append(ActivationRegion(pattern, center, radius, a, b, jac, off))
-        for row, point in _facets(a, b, center, eps, counter):
-            if row >= network.n_hidden:
-                continue  # a box facet: nothing beyond
-            probe = point + eps * a[row]  # step across (rows point outward)
-            nxt = network.canonical_pattern(network.patterns(probe[None, :])[0], atol)
-            nkey = _key(nxt)
-            pending_links.append((i, nkey, row))
-            if nkey not in tried:
-                queue.append(nxt)
+    # A counter bar (the total is unknown), advanced once per region found.
+    with progress_bar(iter(()), desc="activation regions (lp)", unit="region",
+                      enable=bool(progress)) as bar:
+        while queue:
+            pattern = network.canonical_pattern(queue.popleft(), atol)
+            key = _key(pattern)
+            if key in tried:
+                continue
+            tried.add(key)
+            a, b, jac, off = region_constraints(network, dom, pattern)
+            center, radius = chebyshev(a, b, counter)
+            if center is None or radius <= eps:
+                continue
+            if len(regions) >= max_regions:
+                raise limit_error("the number of activation regions", "max_regions", max_regions)
+            i = len(regions)
+            index[key] = i
+            regions.append(ActivationRegion(pattern, center, radius, a, b, jac, off))
+            bar.update(1)
+            for row, point in _facets(a, b, center, eps, counter):
+                if row >= network.n_hidden:
+                    continue  # a box facet: nothing beyond
+                probe = point + eps * a[row]  # step across (rows point outward)
+                nxt = network.canonical_pattern(network.patterns(probe[None, :])[0], atol)
+                nkey = _key(nxt)
+                pending_links.append((i, nkey, row))
+                if nkey not in tried:
+                    queue.append(nxt)
     for i, nkey, row in pending_links:
         if nkey in index:
             adjacency.append((i, index[nkey], row))

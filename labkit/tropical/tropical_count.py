@@ -24,6 +24,7 @@ import numpy as np
 
 from . import _polygon
 from .._checks import check_positive_int
+from ..progress import progress as progress_bar
 from ._geometry import (MAP_RTOL, Box, LPCounter, UnionFind, clip_counter, group_rows,
                         limit_error, normalised_hyperplanes)
 from .network import ReLUNetwork
@@ -56,9 +57,10 @@ class TropicalCells:
 
 
 def tropical_cells(form: TropicalRational, box: Box, eps: float, max_regions: int,
-                   clips: LPCounter | None = None) -> TropicalCells:
+                   clips: LPCounter | None = None, *, progress: bool = False) -> TropicalCells:
     """Cells ``P_i ∩ Q_j`` of width ``> eps``, grouped into linear regions; ``clips``
-    (optional) counts the polygon clips against its limit."""
+    (optional) counts the polygon clips against its limit; ``progress`` shows a bar on
+    stderr over the monomial polygons ``Q_j`` of ``G`` (the outer loop of the products)."""
     clips = clips if clips is not None else LPCounter()
     if form.F.dim != 2:
         raise ValueError(f"the tropical count is implemented for input dimension 2, got "
@@ -70,7 +72,8 @@ def tropical_cells(form: TropicalRational, box: Box, eps: float, max_regions: in
     f_lo = np.array([c.min(axis=0) for _, c in fp])
     f_hi = np.array([c.max(axis=0) for _, c in fp])
     polys, slopes, offsets = [], [], []
-    for j, q in gp:
+    for j, q in progress_bar(gp, desc="tropical cells (G monomials)", unit="monomial",
+                             enable=bool(progress)):
         lo, hi = q.min(axis=0), q.max(axis=0)
         overlap = ((f_lo <= hi + eps) & (f_hi >= lo - eps)).all(axis=1)
         edges = np.roll(q, -1, axis=0) - q  # Q_j is convex, ccw: clip by its edges' half-planes
@@ -108,11 +111,12 @@ def tropical_cells(form: TropicalRational, box: Box, eps: float, max_regions: in
 
 
 def tropical_refinement(network: ReLUNetwork, box: Box, eps: float, *, max_regions: int,
-                        max_monomials: int, max_clips: int, check_samples: int
-                        ) -> tuple[TropicalRational, TropicalCells]:
+                        max_monomials: int, max_clips: int, check_samples: int,
+                        progress: bool = False) -> tuple[TropicalRational, TropicalCells]:
     """The tropical form of the scalar ``network`` and its cells in ``box``, after the up-front
     sample check of ``max_regions`` (see :func:`labkit.tropical.sampling.check_region_limit`);
-    one ``max_clips`` budget covers the form and the cells."""
+    one ``max_clips`` budget covers the form and the cells; ``progress`` shows a bar over
+    the cell products (see :func:`tropical_cells`)."""
     if network.input_dim != 2:
         raise ValueError(f"the tropical count is implemented for input dimension 2, got "
                          f"{network.input_dim}; use method='lp'")
@@ -124,7 +128,7 @@ def tropical_refinement(network: ReLUNetwork, box: Box, eps: float, *, max_regio
                          max_clips=max_clips)
     clips = clip_counter(max_clips)
     clips.n = form.n_clips
-    return form, tropical_cells(form, box, eps, max_regions, clips)
+    return form, tropical_cells(form, box, eps, max_regions, clips, progress=progress)
 
 
 def boundary_segments(cells: TropicalCells, eps: float, scale: float
