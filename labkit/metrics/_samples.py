@@ -41,14 +41,18 @@ def as_samples(x: Any, name: str, *, minimum: int = 1, dtype: torch.dtype | None
     return t
 
 
-def as_sample_pair(x: Any, y: Any, *, minimum: int = 1,
-                   dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
-    """Validate two sample sets of the same dimension; ``y`` follows ``x``'s dtype and device."""
-    xs = as_samples(x, "x", minimum=minimum, dtype=dtype)
-    ys = as_samples(y, "y", minimum=minimum, dtype=dtype)
+def as_sample_pair(x: Any, y: Any, *, minimum: int = 1, dtype: torch.dtype | None = None,
+                   names: tuple[str, str] = ("x", "y")) -> tuple[Tensor, Tensor]:
+    """Validate two sample sets of the same dimension; ``y`` follows ``x``'s dtype and device.
+
+    ``names`` are the argument names used in error messages.
+    """
+    xs = as_samples(x, names[0], minimum=minimum, dtype=dtype)
+    ys = as_samples(y, names[1], minimum=minimum, dtype=dtype)
     if xs.shape[1] != ys.shape[1]:
-        raise ValueError(f"x and y must have the same dimension, got x of shape "
-                         f"{tuple(xs.shape)} and y of shape {tuple(ys.shape)}")
+        raise ValueError(f"{names[0]} and {names[1]} must have the same dimension, got "
+                         f"{names[0]} of shape {tuple(xs.shape)} and {names[1]} of shape "
+                         f"{tuple(ys.shape)}")
     return xs, ys.to(dtype=xs.dtype, device=xs.device)
 
 

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from .._checks import check_positive_int
 from .._intervals import _check_level, wilson_interval
-from ._samples import CHUNK_ENTRIES, as_samples, centred_float64
+from ._samples import CHUNK_ENTRIES, as_sample_pair, centred_float64
 from .estimate import Estimate
 
 
@@ -110,11 +110,7 @@ def precision_recall(real: Any, generated: Any, *, k: int = 3,
     True
     """
     level = _check_level(level)
-    xs = as_samples(real, "real", minimum=2)
-    ys = as_samples(generated, "generated", minimum=2)
-    if xs.shape[1] != ys.shape[1]:
-        raise ValueError(f"real and generated must have the same dimension, got shapes "
-                         f"{tuple(xs.shape)} and {tuple(ys.shape)}")
+    xs, ys = as_sample_pair(real, generated, minimum=2, names=("real", "generated"))
     xs, ys = centred_float64(xs, ys)
     k = check_positive_int(k, "k")
     if k >= min(xs.shape[0], ys.shape[0]):

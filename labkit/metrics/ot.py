@@ -38,10 +38,6 @@ __all__ = ["wasserstein2", "sinkhorn", "sliced_wasserstein2"]
 
 # ---------------------------------------------------------------- shared pieces
 
-def _float64_pair(x: Any, y: Any) -> tuple[Tensor, Tensor]:
-    return as_sample_pair(x, y, dtype=torch.float64)
-
-
 def _weights(w: Any, n: int, name: str, like: Tensor) -> Tensor | None:
     """Validate optional weights: ``None`` (uniform) or ``n`` finite non-negative numbers with a
     positive sum, returned normalised to sum 1 as float64 on ``like``'s device."""
@@ -92,10 +88,7 @@ def _bootstrapped(stat, x: Tensor, y: Tensor, wx: Tensor | None, wy: Tensor | No
         ys, wys = _split_weights(ya, wy is not None)
         return stat(xs, wxs, ys, wys)
 
-    if isinstance(n_boot, int) and not isinstance(n_boot, bool) and n_boot == 0:
-        # The point value alone (benchmarks): the interval is the trivial one for a cost >= 0.
-        return Estimate(on_columns(_with_weights(x, wx), _with_weights(y, wy)), (0.0, math.inf),
-                        min(x.shape[0], y.shape[0]), f"{method}; no interval (n_boot=0)")
+    # n_boot=0: the value alone with the trivial interval (0, inf) of a cost >= 0.
     res = bootstrap_sets(on_columns, (_with_weights(x, wx), _with_weights(y, wy)),
                          n_boot=n_boot, level=level, generator=generator, kind="basic",
                          lower=0.0, what=what)
@@ -227,7 +220,7 @@ def wasserstein2(x: Any, y: Any, *, x_weights: Any = None, y_weights: Any = None
     >>> wasserstein2(x, y, n_boot=10).value
     5.0
     """
-    x, y = _float64_pair(x, y)
+    x, y = as_sample_pair(x, y, dtype=torch.float64)
     wx = _weights(x_weights, x.shape[0], "x_weights", x)
     wy = _weights(y_weights, y.shape[0], "y_weights", y)
     num_itermax = check_positive_int(num_itermax, "num_itermax")
@@ -441,7 +434,7 @@ def sinkhorn(x: Any, y: Any, *, epsilon: float, debiased: bool = True, x_weights
     ``<P, M> + eps KL`` matches this value) and ``geomloss.SamplesLoss("sinkhorn", p=2,
     blur=sqrt(eps))``, whose cost is ``|x - y|^2 / 2``.
     """
-    x, y = _float64_pair(x, y)
+    x, y = as_sample_pair(x, y, dtype=torch.float64)
     epsilon = _positive_float(epsilon, "epsilon", "absolute, in squared-distance units")
     stop_threshold = _positive_float(stop_threshold, "stop_threshold", "L1 marginal violation")
     scaling = _positive_float(scaling, "scaling", "epsilon ratio between warm-start stages")
@@ -522,7 +515,7 @@ def sliced_wasserstein2(x: Any, y: Any, *, n_projections: int = 256,
     n_projections=L, p=2)`` (the same estimator; agreement within the direction noise is
     tested).
     """
-    x, y = _float64_pair(x, y)
+    x, y = as_sample_pair(x, y, dtype=torch.float64)
     n_projections = check_positive_int(n_projections, "n_projections", minimum=2)
     generator = check_generator(generator)
     level = _check_level(level)
