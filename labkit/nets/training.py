@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from .._checks import check_bool, check_choice, check_generator, check_positive_int
 from ..progress import progress as progress_bar
 from ..targets.base import Target
+from .fp_penalty import fp_penalty
 from .precond import EDMPrecond
 
 __all__ = ["TrainConfig", "TrainResult", "train", "load_checkpoint", "edm_loss",
@@ -51,6 +52,8 @@ CHECKPOINT_FORMAT = "labkit.nets.training/1"
 # Config fields that may change between a checkpoint and its resumption: they do not alter the
 # sequence of updates (steps only extends it; compile changes kernels, not the maths).
 RESUMABLE_FIELDS = ("steps", "checkpoint_every", "log_every", "compile")
+# Largest data dimension for which TrainConfig.fp_weight > 0 is accepted (d + 2 passes).
+FP_MAX_DIM = 16
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,17 @@ class TrainConfig:
         loss stops training before its update is applied, with a larger value up to
         ``log_every - 1`` updates may run first (set it to ~100 on a GPU, where a sync per
         step costs time).
+    fp_weight : float
+        ``lambda >= 0``: the loss of every step becomes ``edm_loss + lambda * fp_penalty``
+        (:func:`labkit.nets.fp_penalty.fp_penalty`, the scale-free squared score
+        Fokker-Planck residual ``mean sigma^4 |r|^2 / d``; Lai et al. arXiv:2210.04296, Deveney
+        et al. arXiv:2311.15996). ``0`` (default) leaves training bit-for-bit unchanged.
+        ``> 0`` needs vector data ``(N, d)`` with ``d <= 16`` and cannot be combined with
+        ``autocast``, ``compile`` or DDP (double backward is not supported there).
+    fp_rows : int
+        The penalty is evaluated on the first ``min(fp_rows, batch_size)`` rows of each
+        minibatch's noised points (the same ``x0 + sigma eps`` and ``sigma`` as the denoising
+        loss): it costs ``d + 2`` double-backward passes, so it is kept to a subset.
     """
 
     steps: int = 2000
@@ -115,6 +129,8 @@ class TrainConfig:
     autocast: str | None = None
     compile: bool | str = False
     log_every: int = 1
+    fp_weight: float = 0.0
+    fp_rows: int = 32
 
     def __post_init__(self) -> None:
         check_positive_int(self.steps, "TrainConfig.steps")
@@ -144,6 +160,15 @@ class TrainConfig:
         if not isinstance(self.compile, (bool, str)) or self.compile == "":
             raise TypeError("TrainConfig.compile must be a bool or a torch.compile backend "
                             f"name such as 'eager' or 'inductor', got {self.compile!r}")
+        _check_float(self.fp_weight, "TrainConfig.fp_weight")
+        if self.fp_weight < 0:
+            raise ValueError(f"TrainConfig.fp_weight must be >= 0, got {self.fp_weight}")
+        check_positive_int(self.fp_rows, "TrainConfig.fp_rows")
+        if self.fp_weight > 0 and (self.compile is not False or self.autocast is not None):
+            raise ValueError("TrainConfig.fp_weight > 0 (the Fokker-Planck penalty needs double "
+                             "backward) cannot be combined with TrainConfig.compile or "
+                             "TrainConfig.autocast; set fp_weight=0 or compile=False, "
+                             "autocast=None")
 
 
 @dataclass
@@ -158,11 +183,16 @@ class TrainResult:
         A copy with the exponential-moving-average weights (usually the better sampler).
     losses : Tensor of shape ``(steps,)``
         Minibatch loss at every step (averaged over ranks under DDP), float32 on the CPU;
-        includes the steps of the run that a resumed call continued.
+        includes the steps of the run that a resumed call continued. With
+        ``config.fp_weight > 0`` it is the total ``edm_loss + fp_weight * fp_penalty``.
     steps : int
         Steps done in total.
     wall_s : float
         Wall-clock seconds of this call.
+    fp_losses : Tensor of shape ``(steps,)`` or None
+        The Fokker-Planck penalty (unweighted, before ``fp_weight``) at every step, float32 on
+        the CPU (kept in checkpoints, so a resumed run has all steps); ``None`` when
+        ``config.fp_weight == 0``.
     """
 
     model: EDMPrecond
@@ -170,6 +200,7 @@ class TrainResult:
     losses: Tensor
     steps: int
     wall_s: float
+    fp_losses: Tensor | None = None
 
 
 def _check_float(value: Any, name: str, positive: bool = False) -> float:
@@ -314,7 +345,8 @@ def load_checkpoint(path: str | Path, model: EDMPrecond, *,
 
     The record holds ``model``, ``ema`` (state dicts), ``optimizer``, ``step``, ``rng`` (one
     ``(data, noise)`` generator-state pair per rank), ``config`` (a dict of
-    :class:`TrainConfig` fields), ``losses`` and ``world_size``. To get the EMA model:
+    :class:`TrainConfig` fields), ``losses``, ``world_size`` and, when ``config.fp_weight > 0``,
+    ``fp_losses``. To get the EMA model:
     ``ema = copy.deepcopy(model); ema.load_state_dict(record["ema"])``.
     """
     path = Path(path)
@@ -333,11 +365,35 @@ def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> 
         name = field.name
         if name in RESUMABLE_FIELDS:
             continue
-        if saved.get(name) != getattr(config, name):
+        if name == "fp_rows" and saved.get("fp_weight", 0.0) == 0 and config.fp_weight == 0:
+            continue  # without the penalty fp_rows changes nothing
+        # A field missing from an older checkpoint did not exist then: that run used the
+        # behaviour of its default (e.g. fp_weight=0).
+        was = saved.get(name, field.default)
+        if was != getattr(config, name):
             raise ValueError(f"checkpoint {str(path)!r} was written with config.{name}="
-                             f"{saved.get(name)!r} but this call has {getattr(config, name)!r}; "
+                             f"{was!r} but this call has {getattr(config, name)!r}; "
                              "use the same value, another checkpoint path, or resume=False "
                              "(labkit train: --no-resume)")
+
+
+def _check_fp_setting(data: Tensor | Target, model: EDMPrecond, world: int) -> None:
+    """Refuse ``fp_weight > 0`` where the penalty is unsupported or hopeless."""
+    if world > 1:
+        raise ValueError(f"TrainConfig.fp_weight > 0 is not supported under DDP (world size "
+                         f"{world}): the penalty's double backward is untested with "
+                         "DistributedDataParallel; train in one process or set fp_weight=0")
+    if model.autocast is not None:
+        raise ValueError(f"TrainConfig.fp_weight > 0 cannot be used with a model built with "
+                         f"autocast={model.autocast} (the penalty's second derivatives need "
+                         "full precision); build the EDMPrecond with autocast=None")
+    dim = data.dim if isinstance(data, Target) else (data.shape[1] if data.ndim == 2 else None)
+    if dim is None or dim > FP_MAX_DIM:
+        raise ValueError(f"TrainConfig.fp_weight > 0 needs vector data of shape (N, d) with "
+                         f"d <= {FP_MAX_DIM} (the Fokker-Planck penalty costs d + 2 double-"
+                         f"backward passes), got data of shape "
+                         f"{tuple(data.shape) if isinstance(data, Tensor) else ('N', dim)}; "
+                         "set fp_weight=0")
 
 
 @torch.no_grad()
@@ -378,7 +434,8 @@ def train(model: EDMPrecond, data: Tensor | Target, config: TrainConfig, *,
         Progress bar (showing the loss); ``None`` = automatic (see :mod:`labkit.progress`).
     callback : callable, optional
         Called every ``config.log_every`` steps with ``dict(step, loss, model, ema)``
-        (``step`` counts completed steps).
+        (``step`` counts completed steps; plus ``fp_loss``, the unweighted penalty, when
+        ``config.fp_weight > 0``).
     device : torch.device or str, optional
         Where to train; default the model's device.
 
@@ -398,6 +455,9 @@ def train(model: EDMPrecond, data: Tensor | Target, config: TrainConfig, *,
     ------
     FloatingPointError
         If the loss becomes NaN or inf (the message names the step and the learning rate).
+    ValueError
+        With ``config.fp_weight > 0``: under DDP, for a model built with ``autocast``, or for
+        data that are not vectors ``(N, d)`` with ``d <= 16``.
     """
     if not isinstance(model, EDMPrecond):
         raise TypeError(f"model must be a labkit.nets.EDMPrecond, got {type(model).__name__}")
@@ -412,6 +472,9 @@ def train(model: EDMPrecond, data: Tensor | Target, config: TrainConfig, *,
     device = torch.device(device)
     rank, world = _dist_info()
     data, labels = _check_data(data, labels, model, device)
+    use_fp = config.fp_weight > 0
+    if use_fp:
+        _check_fp_setting(data, model, world)
 
     start = time.perf_counter()
     model.to(device=device, dtype=torch.float32)
@@ -423,6 +486,7 @@ def train(model: EDMPrecond, data: Tensor | Target, config: TrainConfig, *,
     data_gen = torch.Generator(device=data_device).manual_seed(config.seed + rank)
     noise_gen = torch.Generator(device=device).manual_seed(config.seed + rank + (1 << 32))
     losses = torch.zeros(config.steps, dtype=torch.float32)
+    fp_losses = torch.zeros(config.steps, dtype=torch.float32) if use_fp else None
     step = 0
 
     path = Path(checkpoint) if checkpoint is not None else None
@@ -443,6 +507,8 @@ def train(model: EDMPrecond, data: Tensor | Target, config: TrainConfig, *,
         data_gen.set_state(data_state.cpu())
         noise_gen.set_state(noise_state.cpu())
         losses[:step] = record["losses"][:step].float().cpu()
+        if use_fp:
+            fp_losses[:step] = record["fp_losses"][:step].float().cpu()
 
     train_net = model.net
     if config.compile is not False:
@@ -468,13 +534,16 @@ def train(model: EDMPrecond, data: Tensor | Target, config: TrainConfig, *,
                           "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
                           "step": at, "rng": all_states,
                           "config": dataclasses.asdict(config), "losses": losses[:at].clone(),
-                          "world_size": world}, path)
+                          "world_size": world,
+                          **({"fp_losses": fp_losses[:at].clone()} if use_fp else {})}, path)
         if world > 1:
             torch.distributed.barrier()
 
     # Losses wait on the device and are copied (one host sync) every log_every steps, at
     # checkpoints and at the end; a non-finite loss is reported then, naming its step.
     pending = torch.empty(config.log_every, dtype=torch.float32, device=device)
+    pending_fp = torch.empty(config.log_every, dtype=torch.float32, device=device) \
+        if use_fp else None
     flushed = step
 
     def flush(upto: int, start: int) -> int:
@@ -482,11 +551,18 @@ def train(model: EDMPrecond, data: Tensor | Target, config: TrainConfig, *,
         bad = (~torch.isfinite(chunk)).nonzero()
         if len(bad):
             at = start + int(bad[0])
+            fp_hint = ""
+            if use_fp and not bool(torch.isfinite(pending_fp[int(bad[0])])):
+                fp_hint = (f" (the Fokker-Planck penalty was {float(pending_fp[int(bad[0])])}: "
+                           f"lower TrainConfig.fp_weight={config.fp_weight}, or keep sigma "
+                           "away from 0 with TrainConfig.sigma_min or p_mean)")
             raise FloatingPointError(
-                f"training loss became {float(chunk[int(bad[0])])} at step {at} "
+                f"training loss became {float(chunk[int(bad[0])])} at step {at}{fp_hint} "
                 f"(lr={config.lr}); lower TrainConfig.lr, set TrainConfig.grad_clip or "
                 "lr_warmup, or check the data")
         losses[start:upto] = chunk
+        if use_fp:
+            fp_losses[start:upto] = pending_fp[:upto - start].cpu()
         return upto
 
     bar = progress_bar(range(step, config.steps), total=config.steps, initial=step,
@@ -508,6 +584,13 @@ def train(model: EDMPrecond, data: Tensor | Target, config: TrainConfig, *,
                 group["lr"] = config.lr * min(1.0, (i + 1) / config.lr_warmup)
         loss = edm_loss(forward, x0, sigma, config.weighting, sigma_data=model.sigma_data,
                         noise=eps, class_labels=batch_labels)
+        if use_fp:  # on the first fp_rows noised points of this very minibatch
+            m = min(config.fp_rows, x0.shape[0])
+            penalty = fp_penalty(forward, x0[:m] + sigma[:m, None] * eps[:m], sigma[:m],
+                                 class_labels=None if batch_labels is None
+                                 else batch_labels[:m])
+            pending_fp[i - flushed] = penalty.detach()
+            loss = loss + config.fp_weight * penalty
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         reported = loss.detach()
@@ -530,7 +613,10 @@ def train(model: EDMPrecond, data: Tensor | Target, config: TrainConfig, *,
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{value:.4g}", refresh=False)
             if callback is not None and (done % config.log_every == 0 or done == config.steps):
-                callback({"step": done, "loss": value, "model": model, "ema": ema})
+                info = {"step": done, "loss": value, "model": model, "ema": ema}
+                if use_fp:
+                    info["fp_loss"] = float(fp_losses[i])
+                callback(info)
         if at_checkpoint and done != config.steps:
             save(done)
     if path is not None:
@@ -538,4 +624,4 @@ def train(model: EDMPrecond, data: Tensor | Target, config: TrainConfig, *,
     model.eval()
     ema.eval()
     return TrainResult(model=model, ema=ema, losses=losses, steps=config.steps,
-                       wall_s=time.perf_counter() - start)
+                       wall_s=time.perf_counter() - start, fp_losses=fp_losses)

@@ -134,6 +134,16 @@ def test_bad_settings_raise_or_warn():
         continuity_1d(q0, grid ** 3, sig, target.score)
     with pytest.raises(ValueError, match="q0"):
         continuity_1d(q0[:-1], grid, sig, target.score)
+    for bad in ("0.01", [0.01], True):
+        with pytest.raises(TypeError, match="dsigma must be a real number"):
+            continuity_1d(q0, grid, sig, target.score, dsigma=bad)
+    with pytest.raises(TypeError, match="real floating tensor"):  # truncated integer score
+        continuity_1d(q0, grid, sig, lambda x, s: target.score(x, s).long())
+    # a mis-scaled score or a tiny dsigma would need ~1e9 steps: raise at once, do not hang
+    with pytest.raises(ValueError, match="check the scale of score_fn"):
+        continuity_1d(q0, grid, sig, lambda x, s: 1e9 * target.score(x, s))
+    with pytest.raises(ValueError, match="larger dsigma"):
+        fokker_planck_1d(q0, grid, sig, target.score, dsigma=1e-9)
 
 
 def test_float32_grid_is_accepted_and_matches_float64():
@@ -180,3 +190,23 @@ def test_warns_when_a_wrong_score_pushes_mass_onto_the_walls():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fokker_planck_1d(q0, grid, [SIGMA_MAX, SIGMA_MIN], target.score)
+
+
+def test_cfl_is_checked_at_the_second_stage_velocity():
+    """The score error ``+30`` switched on at a hard edge ``sigma < 1`` (first met by the
+    second RK stage of the last step, at ``sigma = 1``): ``max|w|/h`` jumps from ~70 to ~370
+    (``w = sigma (s + 30)``, ``|s| <= 7``, ``h = 0.1``). With ``dsigma = 0.01`` the first-stage CFL is
+    0.70 but the second stage's is 3.7, so the step must be rejected; the automatic step must
+    shrink so that both stages keep ``CFL <= 1`` (and report it). Negative control: without the
+    jump the same ``dsigma`` runs."""
+    target = _gaussian()
+    grid = _grid(200)
+    q0 = target.log_prob(grid[:, None], SIGMA_MAX).exp()
+    jump = lambda x, s: target.score(x, s) + 30.0 * float(s < 1.0 + 1e-9)  # noqa: E731
+    sig = [SIGMA_MAX, 1.0]
+    with pytest.raises(ValueError, match="violates the CFL condition at sigma=1.01"):
+        continuity_1d(q0, grid, sig, jump, dsigma=0.01)
+    assert continuity_1d(q0, grid, sig, target.score, dsigma=0.01).max_cfl < 0.75
+    res = continuity_1d(q0, grid, sig, jump)
+    assert 0.5 <= res.max_cfl <= 1.0
+

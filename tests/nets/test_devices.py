@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import labkit
-from labkit.nets import TrainConfig, edm_loss, mlp_denoiser, train, unet_denoiser
+from labkit.nets import TrainConfig, edm_loss, fp_penalty, mlp_denoiser, train, unet_denoiser
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -118,3 +118,26 @@ def test_edm_loss_agrees_with_cpu_and_training_runs_on_device(device):
     result = train(model, target, config, device=torch.device(device), progress=False)
     assert next(result.ema.parameters()).device.type == device
     assert bool(torch.isfinite(result.losses).all())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_fp_penalty_agrees_with_cpu_and_fp_training_runs_on_device(device):
+    torch.manual_seed(0)
+    model = mlp_denoiser(2, sigma_data=1.0, hidden=32, depth=2)
+    with torch.no_grad():
+        model.net.out.weight.normal_(0, 0.1)  # the zero-initialised output layer
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(32, 2, generator=g)
+    sigma = torch.exp(torch.randn(32, generator=g) * 0.8 - 0.5)
+    ref = fp_penalty(model, x, sigma)
+    out = fp_penalty(model.to(device), x.to(device), sigma.to(device))
+    # Third derivatives of a float32 net: each autograd pass adds a few ulps relative to its
+    # largest term and the residual's terms cancel to ~1/10 of their size, so ~1e-5 relative;
+    # we allow 1e-4 (a lost device transfer or a wrong formula is off by O(1)).
+    torch.testing.assert_close(out.cpu(), ref, rtol=1e-4, atol=0)
+    target = labkit.GaussianMixture(torch.tensor([[-1.0, 0.0], [1.0, 0.5]]), covs=0.05)
+    config = TrainConfig(steps=5, batch_size=64, lr=3e-3, seed=0, checkpoint_every=5,
+                         fp_weight=1.0, fp_rows=16)
+    result = train(model, target, config, device=torch.device(device), progress=False)
+    assert next(result.ema.parameters()).device.type == device
+    assert bool(torch.isfinite(result.losses).all()) and bool((result.fp_losses > 0).all())
