@@ -1,9 +1,10 @@
-"""The Fokker–Planck view of score-based samplers (foundations of issue #5).
+"""The Fokker–Planck view of score-based samplers (issue #5).
 
 Controlled wrong scores (wrappers over any denoiser), the score Fokker–Planck residual by
-autograd, and 1-D and 2-D grid solvers that propagate the exact marginals of the probability-flow ODE
-(continuity equation) and of the reverse SDE (Fokker–Planck equation) for any score field. See
-docs/ode-sde-gap.md.
+autograd, and 1-D and 2-D grid solvers that propagate the exact marginals of the probability-
+flow ODE (continuity equation) and of the reverse SDE (Fokker–Planck equation) for any score
+field. Fokker–Planck-regularised training lives in :mod:`labkit.nets` (``TrainConfig.fp_weight``,
+:func:`labkit.nets.fp_penalty`). See docs/ode-sde-gap.md.
 """
 
 from .grid1d import GridMarginals, continuity_1d, fokker_planck_1d

@@ -270,8 +270,8 @@ def _propagate(q0: Any, grids: list[tuple[Any, str]], sigmas: Any, score_fn: Cal
                              f"larger dsigma or dsigma=None")
         cur = hi
         w0 = velocity(cur)  # then the second-stage velocity of the previous step
+        rate0 = rate_of(w0)
         while cur - lo > 1e-12 * (hi - lo):  # round-off in cur -= dt: no sliver step
-            rate0 = rate_of(w0)
             if n_sub is None:
                 # SDE: also cap the Crank-Nicolson step at sigma/4 (diffusion length
                 # sqrt(sigma dtau) <= sigma/2, below the width ~sigma of p_sigma's features):
@@ -314,7 +314,7 @@ def _propagate(q0: Any, grids: list[tuple[Any, str]], sigmas: Any, score_fn: Cal
             if diffusion:
                 q = _diffuse(q, (mid - 0.25 * dt) * 0.5 * dt, spacings)
             cur -= dt
-            w0 = w1
+            w0, rate0 = w1, rate1
             steps += 1
         out.append(q.copy())
     dens = np.stack(out)
