@@ -541,19 +541,21 @@ def train(model: EDMPrecond, data: Tensor | Target, config: TrainConfig, *,
 
     # Losses wait on the device and are copied (one host sync) every log_every steps, at
     # checkpoints and at the end; a non-finite loss is reported then, naming its step.
-    pending = torch.empty(config.log_every, dtype=torch.float32, device=device)
-    pending_fp = torch.empty(config.log_every, dtype=torch.float32, device=device) \
-        if use_fp else None
+    # Row 0 holds the losses, row 1 (with the penalty on) the Fokker-Planck penalties: one
+    # device-to-host copy per flush for both.
+    pending = torch.empty(2 if use_fp else 1, config.log_every, dtype=torch.float32,
+                          device=device)
     flushed = step
 
     def flush(upto: int, start: int) -> int:
-        chunk = pending[:upto - start].cpu()
+        both = pending[:, :upto - start].cpu()
+        chunk = both[0]
         bad = (~torch.isfinite(chunk)).nonzero()
         if len(bad):
             at = start + int(bad[0])
             fp_hint = ""
-            if use_fp and not bool(torch.isfinite(pending_fp[int(bad[0])])):
-                fp_hint = (f" (the Fokker-Planck penalty was {float(pending_fp[int(bad[0])])}: "
+            if use_fp and not bool(torch.isfinite(both[1, int(bad[0])])):
+                fp_hint = (f" (the Fokker-Planck penalty was {float(both[1, int(bad[0])])}: "
                            f"lower TrainConfig.fp_weight={config.fp_weight}, or keep sigma "
                            "away from 0 with TrainConfig.sigma_min or p_mean)")
             raise FloatingPointError(
@@ -562,7 +564,7 @@ def train(model: EDMPrecond, data: Tensor | Target, config: TrainConfig, *,
                 "lr_warmup, or check the data")
         losses[start:upto] = chunk
         if use_fp:
-            fp_losses[start:upto] = pending_fp[:upto - start].cpu()
+            fp_losses[start:upto] = both[1]
         return upto
 
     bar = progress_bar(range(step, config.steps), total=config.steps, initial=step,
@@ -589,7 +591,7 @@ def train(model: EDMPrecond, data: Tensor | Target, config: TrainConfig, *,
             penalty = fp_penalty(forward, x0[:m] + sigma[:m, None] * eps[:m], sigma[:m],
                                  class_labels=None if batch_labels is None
                                  else batch_labels[:m])
-            pending_fp[i - flushed] = penalty.detach()
+            pending[1, i - flushed] = penalty.detach()
             loss = loss + config.fp_weight * penalty
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -598,7 +600,7 @@ def train(model: EDMPrecond, data: Tensor | Target, config: TrainConfig, *,
             reported = reported.clone()
             torch.distributed.all_reduce(reported)
             reported /= world
-        pending[i - flushed] = reported  # stays on the device: no host sync per step
+        pending[0, i - flushed] = reported  # stays on the device: no host sync per step
         if config.log_every == 1:
             flushed = flush(i + 1, flushed)  # checked before the update, as documented
         if config.grad_clip is not None:

@@ -209,9 +209,12 @@ def test_ddp_two_cpu_ranks_stay_identical(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    # fork: the children skip re-importing torch and labkit (spawn costs ~5 s more here).
+    # fork: the children skip re-importing torch and labkit (spawn costs ~5 s more here). Once
+    # an earlier test in this process has run autograd on a GPU, the autograd engine's device
+    # threads make fork unsafe (torch refuses the backward in the child), so spawn then.
+    method = "spawn" if torch.cuda.is_initialized() else "fork"
     mp.start_processes(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True,
-                       start_method="fork")
+                       start_method=method)
     r0, r1 = (torch.load(tmp_path / f"rank{i}.pt") for i in range(2))
     for key in ("model", "ema"):
         for a, b in zip(r0[key].values(), r1[key].values()):
