@@ -256,6 +256,14 @@ def score_error_norm(wrong, p, grid: torch.Tensor, config: Config) -> float:
     return float((w * score_error(wrong, p, x, sig)).sum())
 
 
+WIDE = "bump wide (c=1.5, w=1.5)"  # the family the figure, the 2a control and claim 3 reuse
+
+
+def wide_bump(p, scale: float, sigma_band=None) -> GradientPerturbation:
+    """The wide bump ``scale * grad gaussian_bump([1.5], 1.5)`` (optionally band-limited)."""
+    return GradientPerturbation(p, gaussian_bump([1.5], 1.5), scale, sigma_band=sigma_band)
+
+
 def families(p, config: Config) -> dict[str, Callable[[float], GradientPerturbation]]:
     """name -> (scale -> wrong score). Conservative perturbations ``scale * grad phi``."""
     band = SigmaBand(2 * config.sigma_min, 6 * config.sigma_min, edge="smooth")
@@ -263,8 +271,7 @@ def families(p, config: Config) -> dict[str, Callable[[float], GradientPerturbat
     return {
         "bump left (c=-2, w=0.5)":
             lambda a: GradientPerturbation(p, gaussian_bump([-2.0], 0.5), a),
-        "bump wide (c=1.5, w=1.5)":
-            lambda a: GradientPerturbation(p, gaussian_bump([1.5], 1.5), a),
+        WIDE: lambda a: wide_bump(p, a),
         "constant": lambda a: GradientPerturbation(p, const, a),
         f"banded bump (sigma in [{band.sigma_min:g}, {band.sigma_max:g}])":
             lambda a: GradientPerturbation(p, gaussian_bump([0.5], 1.0), a, sigma_band=band),
@@ -275,7 +282,7 @@ def invisible_family(p, config: Config):
     """Control of claim 2a: the wide bump switched on only for sigma < sigma_min / 2, where the
     samplers (which stop at sigma_min) never evaluate it."""
     band = (config.sigma_min / 8, config.sigma_min / 2)
-    return lambda a: GradientPerturbation(p, gaussian_bump([1.5], 1.5), a, sigma_band=band)
+    return lambda a: wide_bump(p, a, sigma_band=band)
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -354,22 +361,22 @@ def train_score(data: torch.Tensor, config: Config, seed: int, fp_weight: float,
     with torch.random.fork_rng():
         torch.manual_seed(seed if init_seed is None else init_seed)
         model = mlp_denoiser(1, float(data.std()), hidden=config.hidden, depth=config.depth)
-    extra = {"fp_weight": fp_weight, "fp_rows": config.fp_rows} if fp_weight > 0 else {}
     tc = TrainConfig(steps=config.steps, batch_size=config.batch_size, lr=config.lr,
                      ema_decay=config.ema_decay, seed=seed, sigma_distribution="loguniform",
                      sigma_min=config.sigma_min, sigma_max=config.sigma_max,
-                     checkpoint_every=config.steps, **extra)
+                     checkpoint_every=config.steps, fp_weight=fp_weight,
+                     fp_rows=config.fp_rows)
     return train(model, data.float(), tc, progress=False).ema.eval().score
 
 
-def learned_rows(p, data, grid, config: Config, arms: dict[str, tuple[int, int, float]]):
+def learned_rows(p, data, grid, p_min, config: Config,
+                 arms: dict[str, tuple[int, int, float]]):
     """Per arm (name -> (init seed offset, stream seed offset, fp_weight)) and seed: gap, ODE
     and SDE L1 to p, R. Returns ``(rows per arm, marginals of seed 0 per arm)``."""
     if config.n_seeds > SEED_OFFSET:
         raise ValueError(f"n_seeds={config.n_seeds} would make the placebo seeds (offsets "
                          f"{SEED_OFFSET}, {2 * SEED_OFFSET}) collide with the paired seeds; use "
                          f"n_seeds <= {SEED_OFFSET}")
-    p_min = density(p, grid, config.sigma_min)
     out, dens = {}, {}
     jobs = [(arm, i) for arm in arms for i in range(config.n_seeds)]
     for arm, i in progress(jobs, desc=f"{NAME}: training"):
@@ -404,29 +411,29 @@ def _run(config: Config, out_dir: Path) -> Result:
     tables, checks = {}, []
 
     # -- claim 1: refinement of the exact score's gap, and of s + c (control)
-    shift = GradientPerturbation(p, quadratic_potential([[0.0]], [1.0]), config.control_shift)
+    fams = families(p, config)
+    shift = fams["constant"](config.control_shift)
+    exact = marginals(p.score, p, grid, config)
     conv = {"exact": [], "shift": []}
-    hs = []
+    hs, ns = [], []
     for r in progress(config.refinements, desc=f"{NAME}: refinement"):
         g = make_grid(config, r)
         hs.append(spacing(g))
-        conv["exact"].append(marginals(p.score, p, g, config)["gap"])
+        ns.append(g.numel())
+        conv["exact"].append((exact if r == 1 else marginals(p.score, p, g, config))["gap"])
         conv["shift"].append(marginals(shift.score, p, g, config)["gap"])
     tables["refinement"] = [["h", "N", "gap exact", f"gap s + {config.control_shift:g}"]] + [
-        [h, int(round(2 * config.half_width / h)) + 1, a, b]
-        for h, a, b in zip(hs, conv["exact"], conv["shift"])]
+        [h, n, a, b] for h, n, a, b in zip(hs, ns, conv["exact"], conv["shift"])]
     checks.append(Check.evaluate(CLAIMS[0], order_measurement(hs, conv["exact"]),
                                  f"s + {config.control_shift:g} (a constant score error: its gap "
                                  f"has a non-zero limit)", order_measurement(hs, conv["shift"])))
     floor = conv["exact"][0]
 
     # -- claim 2: families x magnitudes, exact, other distribution
-    exact = marginals(p.score, p, grid, config)
     other = OtherDistributionScore(q, reference=p)
     rows = [("exact", 0.0, 0.0, exact["gap"], residual_norm(p.score, p, grid, config), 0.0)]
     gaps, fine_gaps, dens = {}, {}, {"exact": exact}
     fine_grid = make_grid(config, config.growth_refine)
-    fams = families(p, config)
     unit = {name: score_error_norm(make(1.0), p, grid, config) for name, make in fams.items()}
     jobs = [(name, e) for name in fams for e in config.rms_errors]
     for name, e in progress(jobs, desc=f"{NAME}: wrong scores"):
@@ -437,20 +444,20 @@ def _run(config: Config, out_dir: Path) -> Result:
         fine_gaps.setdefault(name, []).append(marginals(wrong.score, p, fine_grid, config)["gap"])
         rows.append((name, a, e, m["gap"], residual_norm(wrong.score, p, grid, config),
                      score_error_norm(wrong, p, grid, config)))
-        if name.startswith("bump wide") and e == config.rms_errors[-1]:
+        if name == WIDE and e == config.rms_errors[-1]:
             dens["perturbed"] = m
     # control of 2a: the same magnitudes, never seen by the samplers
     invisible = invisible_family(p, config)
-    a_wide = [r[1] for r in rows if r[0].startswith("bump wide")]
+    a_wide = [r[1] for r in rows if r[0] == WIDE]
     ctrl_gaps = {"invisible": [marginals(invisible(a).score, p, grid, config)["gap"]
                                for a in a_wide]}
     ctrl_fine = {"invisible": [marginals(invisible(a).score, p, fine_grid, config)["gap"]
                                for a in a_wide]}
     m_other = marginals(other.score, p, grid, config)
     dens["other"] = m_other
-    rows.append(("other distribution q", 1.0, math.sqrt(score_error_norm(other, p, grid, config)),
-                 m_other["gap"], residual_norm(other.score, p, grid, config),
-                 score_error_norm(other, p, grid, config)))
+    e_other = score_error_norm(other, p, grid, config)
+    rows.append(("other distribution q", 1.0, math.sqrt(e_other), m_other["gap"],
+                 residual_norm(other.score, p, grid, config), e_other))
     checks.append(Check.evaluate(CLAIMS[1], growth_measurement(gaps, fine_gaps),
                                  "the wide bump of the same scales switched on only for "
                                  f"sigma < sigma_min/2 = {config.sigma_min / 2:g} (a score error "
@@ -477,10 +484,8 @@ def _run(config: Config, out_dir: Path) -> Result:
                                                         zip(a_wide, ctrl_gaps["invisible"])]
 
     # -- claim 3: other distribution vs a conservative field of the same score error
-    e_other = score_error_norm(other, p, grid, config)
-    make_bump = fams["bump wide (c=1.5, w=1.5)"]
-    a_match = math.sqrt(e_other / unit["bump wide (c=1.5, w=1.5)"])
-    matched = make_bump(a_match)
+    a_match = math.sqrt(e_other / unit[WIDE])
+    matched = fams[WIDE](a_match)
     m_matched = marginals(matched.score, p, grid, config)
     dens["matched"] = m_matched
     d_other = l1(m_other["ode"], p_min, grid)
@@ -521,7 +526,7 @@ def _run(config: Config, out_dir: Path) -> Result:
     arms = {"lambda=0": (0, 0, 0.0), f"lambda={config.fp_weight:g}": (0, 0, config.fp_weight),
             "placebo (lambda=0, same init, other streams)": (0, off, 0.0),
             "placebo (lambda=0, independent runs)": (2 * off, 2 * off, 0.0)}
-    learned, ldens = learned_rows(p, data, grid, config, arms)
+    learned, ldens = learned_rows(p, data, grid, p_min, config, arms)
     base, reg, plc, ind = (learned[k] for k in arms)
     independent = [["quantity", "mean log-ratio", "95% interval", "n"]]
     for cid, key, what in (("fp_training_shrinks_gap", "gap", "gap"),
